@@ -1,0 +1,194 @@
+"""Build a Lucene impact index from a vector directory with Anserini's IndexCollection.
+
+The index is built in a temporary directory beside the target and renamed into
+place only when Anserini finished and its counters add up, so an interrupted
+or failed build never leaves a half index at the target path.
+
+Next to Lucene's files the index holds ``lsr-index.json``: the encoder name,
+vocabulary fingerprint, quantization spec and document counts. Searching reads
+it to quantize queries the same way and to refuse a mismatched encoder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from lsr.errors import EnvironmentProblem, InputError
+from lsr.quantize import Quantizer
+from lsr.vectors import OFFSETS_FILE, VectorDirInfo, iter_vectors, part_files, write_offsets
+
+from . import jvm
+
+INDEX_META = "lsr-index.json"
+INDEX_FORMAT = "lsr-impact-index/1"
+DOCVECTORS_DIR = "docvectors"
+
+
+@dataclass
+class IndexMeta:
+    encoder: str | None
+    vocab_fingerprint: str | None
+    quantization: Quantizer | None
+    documents: int
+    counters: dict
+    stored_vectors: bool = True
+    source: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "format": INDEX_FORMAT,
+            "encoder": self.encoder,
+            "vocab_fingerprint": self.vocab_fingerprint,
+            "quantization": self.quantization.to_dict() if self.quantization else None,
+            "documents": self.documents,
+            "counters": self.counters,
+            "stored_vectors": self.stored_vectors,
+            "source": self.source,
+        }
+
+    @classmethod
+    def load(cls, index_dir: str | os.PathLike) -> "IndexMeta":
+        index_dir = Path(index_dir)
+        if not index_dir.is_dir():
+            raise InputError(f"{index_dir}: index directory not found")
+        path = index_dir / INDEX_META
+        if not path.is_file():
+            if any(index_dir.glob("segments_*")):
+                raise InputError(f"{index_dir}: a Lucene index without {INDEX_META}; it was not built by "
+                                 "`lsr index` (rebuild it with `lsr index --input VECDIR --index IDXDIR`)")
+            raise InputError(f"{index_dir}: not an index (no {INDEX_META}, no Lucene segments); "
+                             "build one with `lsr index --input VECDIR --index IDXDIR`")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            if d.get("format") != INDEX_FORMAT:
+                raise ValueError(f"unknown format {d.get('format')!r}")
+            q = d.get("quantization")
+            return cls(d.get("encoder"), d.get("vocab_fingerprint"), Quantizer.from_dict(q) if q else None,
+                       int(d["documents"]), d.get("counters", {}), bool(d.get("stored_vectors", False)),
+                       d.get("source"))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise InputError(f"{path}: corrupted index metadata ({e}); rebuild the index") from None
+
+
+_ADDED = re.compile(r"(\S+): ([\d,]+) docs added")
+_COUNTER = re.compile(r"\b(indexed|unindexable|empty|skipped|errors):\s+([\d,]+)\s*$")
+
+
+def build_index(
+    vecdir: str | os.PathLike,
+    index_dir: str | os.PathLike,
+    threads: int | None = None,
+    overwrite: bool = False,
+    store_vectors: bool = True,
+    progress: bool = True,
+) -> IndexMeta:
+    """Index every part file of ``vecdir`` into a new Lucene impact index at ``index_dir``.
+
+    ``store_vectors`` keeps the document vectors beside the Lucene files
+    (``IDXDIR/docvectors``: the part files, hard-linked when possible, and an
+    id -> offset table) so that explanations work without re-encoding. They are
+    kept outside Lucene's stored fields, which every hit would otherwise load.
+    """
+    vecdir, index_dir = Path(vecdir), Path(index_dir)
+    parts = part_files(vecdir) if vecdir.is_dir() else []
+    if not parts:
+        raise InputError(f"{vecdir}: no part-*.jsonl vector files; create them with `lsr encode`")
+    if index_dir.exists():
+        if not overwrite:
+            raise InputError(f"{index_dir}: already exists; choose a new path or pass --overwrite")
+    info = VectorDirInfo.load(vecdir)
+    if info is None:
+        # Foreign JsonVectorCollection files: validate every line before handing them to Java.
+        expected = sum(1 for p in parts for _ in iter_vectors(p))
+        info = VectorDirInfo(None, None, None, documents_read=expected, documents_written=expected)  # type: ignore[arg-type]
+    expected = info.documents_written
+    threads = threads or max(1, min(len(parts), os.cpu_count() or 1))
+
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.building-", dir=index_dir.parent))
+    try:
+        staging = work / "input"
+        staging.mkdir()
+        for p in parts:  # only the part files: Anserini would try to read the metadata too
+            os.symlink(p.resolve(), staging / p.name)
+        tmp_index = work / "index"
+        counters = _run_index_collection(staging, tmp_index, threads, expected, progress)
+        if counters.get("indexed") != expected or counters.get("errors", 0) or counters.get("unindexable", 0):
+            raise InputError(
+                f"{vecdir}: Anserini indexed {counters.get('indexed')} of {expected} documents "
+                f"(counters: {counters}); the index was not created"
+            )
+        if store_vectors:
+            _store_vectors(vecdir, parts, tmp_index / DOCVECTORS_DIR, have_offsets=info.encoder is not None)
+        meta = IndexMeta(info.encoder, info.vocab_fingerprint, info.quantization, expected, counters,
+                         store_vectors, str(vecdir.resolve()))
+        meta.counters["reported_by_encoder"] = info.documents_reported
+        (tmp_index / INDEX_META).write_text(json.dumps(meta.to_dict(), indent=2) + "\n", encoding="utf-8")
+        (tmp_index / "write.lock").unlink(missing_ok=True)
+        if index_dir.exists():
+            shutil.rmtree(index_dir)
+        os.replace(tmp_index, index_dir)
+        return meta
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _store_vectors(vecdir: Path, parts: list[Path], dest: Path, have_offsets: bool) -> None:
+    dest.mkdir()
+    for p in parts:
+        _link_or_copy(p, dest / p.name)
+    if have_offsets and (vecdir / OFFSETS_FILE).is_file():
+        _link_or_copy(vecdir / OFFSETS_FILE, dest / OFFSETS_FILE)
+    else:
+        write_offsets(dest)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _run_index_collection(input_dir: Path, index_dir: Path, threads: int, expected: int, progress: bool) -> dict:
+    home = jvm.java_home()
+    jar = jvm.anserini_jar()
+    cmd = [str(home / "bin" / "java"), *jvm.jvm_options(home), "-cp", str(jar),
+           "io.anserini.index.IndexCollection", "-collection", "JsonVectorCollection",
+           "-input", str(input_dir), "-index", str(index_dir), "-impact", "-pretokenized",
+           "-threads", str(threads), "-verbose"]
+    counters: dict[str, int] = {}
+    log_tail: list[str] = []
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    except OSError as e:
+        raise EnvironmentProblem(f"cannot run {cmd[0]} ({e.strerror}); set LSR_JAVA_HOME to a Java 21+ runtime") from None
+    try:
+        with tqdm(total=expected, unit="doc", desc="index", disable=not progress) as bar:
+            for line in proc.stdout:
+                log_tail = (log_tail + [line.rstrip()])[-30:]
+                m = _ADDED.search(line)
+                if m:
+                    bar.update(int(m.group(2).replace(",", "")))
+                m = _COUNTER.search(line)
+                if m:
+                    counters[m.group(1)] = int(m.group(2).replace(",", ""))
+            rc = proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted: do not leave Java writing into the work directory
+            proc.kill()
+            proc.wait()
+    if rc != 0 or "indexed" not in counters:
+        raise EnvironmentProblem(
+            f"Anserini IndexCollection failed (exit {rc}). Last log lines:\n" + "\n".join(log_tail)
+        )
+    return counters

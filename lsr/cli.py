@@ -1,0 +1,212 @@
+"""The ``lsr`` command line.
+
+Model and Java code is imported inside each command, so ``lsr eval`` and
+``lsr --help`` start fast and work without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import LsrError
+
+
+def _add_model_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
+    p.add_argument("--model", required=model_required, help="alias (splade-tiny), hf:ORG/NAME, or a local directory")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 (default: bf16 on GPU)")
+    p.add_argument("--max-length", type=int, default=256, help="word pieces per text; longer texts are truncated")
+
+
+def _load_encoder(args):
+    from encoders.splade import SpladeEncoder
+
+    return SpladeEncoder(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length,
+                         batch_size=args.batch_size, progress=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lsr", description="Learned sparse retrieval with Lucene impact indexes.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("encode", help="encode a BEIR JSONL corpus or queries into a vector directory")
+    _add_model_args(p)
+    p.add_argument("--input", required=True, help="BEIR corpus.jsonl (_id, title, text) or queries.jsonl")
+    p.add_argument("--output", required=True, help="vector directory to create")
+    p.add_argument("--role", choices=["document", "query"], default="document")
+    p.add_argument("--scale", type=float, default=100.0, help="impact = round(weight * scale)")
+    p.add_argument("--max-value", type=int, default=1000, help="largest integer impact")
+    p.add_argument("--shard-size", type=int, default=100_000, help="documents per part file")
+    p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("index", help="build a Lucene impact index from a vector directory")
+    p.add_argument("--input", required=True, help="vector directory written by `lsr encode`")
+    p.add_argument("--index", required=True, help="index directory to create")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-store-vectors", action="store_true",
+                   help="do not keep document vectors in the index (explanations then need re-encoding)")
+
+    p = sub.add_parser("search", help="search an impact index, writing a TREC run")
+    p.add_argument("--index", required=True)
+    _add_model_args(p, model_required=False)
+    p.add_argument("--queries", help="BEIR queries.jsonl (_id, text); needs --model")
+    p.add_argument("--query-vectors", help="JSONL of integer query vectors {id, vector}; no model needed")
+    p.add_argument("--output", required=True, help="TREC run file to write")
+    p.add_argument("--k", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=None)
+
+    p = sub.add_parser("eval", help="evaluate a TREC run against qrels")
+    p.add_argument("--run", required=True)
+    p.add_argument("--qrels", required=True, help="BEIR qrels TSV (with header) or TREC qrels")
+    p.add_argument("--metrics", nargs="+", default=["ndcg@10", "recall@100"])
+    p.add_argument("--json", action="store_true", help="print one JSON object {metric: value}")
+
+    p = sub.add_parser("demo", help="encode a built-in document set, index it and run a few queries")
+    p.add_argument("--model", default="splade-tiny")
+    p.add_argument("--workdir", default=None, help="keep the vectors and index here (default: a temp dir)")
+    return parser
+
+
+# ------------------------------------------------------------------ commands
+def cmd_encode(args) -> int:
+    from encoders.pipeline import encode_to_dir
+    from .io import read_corpus, read_queries
+    from .quantize import Quantizer
+
+    quantizer = Quantizer(args.scale, args.max_value)
+    records = read_corpus(args.input) if args.role == "document" else read_queries(args.input)
+    encoder = _load_encoder(args)
+    t0 = time.perf_counter()
+    info = encode_to_dir(encoder, records, args.output, quantizer, role=args.role, shard_size=args.shard_size,
+                         overwrite=args.overwrite)
+    dt = time.perf_counter() - t0
+    print(f"read {info.documents_read}, written {info.documents_written}, "
+          f"reported {info.documents_reported} (see {Path(args.output) / 'report.jsonl'})"
+          if info.documents_reported else
+          f"read {info.documents_read}, written {info.documents_written}, reported 0", file=sys.stderr)
+    if info.truncated:
+        print(f"{info.truncated} texts were longer than {encoder.max_length} word pieces and were truncated",
+              file=sys.stderr)
+    print(f"encoded in {dt:.1f}s ({info.documents_read / max(dt, 1e-9):.0f} docs/s) -> {args.output}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_index(args) -> int:
+    from anserini_bridge.index import build_index
+
+    meta = build_index(args.input, args.index, threads=args.threads, overwrite=args.overwrite,
+                       store_vectors=not args.no_store_vectors)
+    c = meta.counters
+    print(f"indexed {c.get('indexed')} documents into {args.index} (Anserini counters: indexed={c.get('indexed')} "
+          f"empty={c.get('empty')} unindexable={c.get('unindexable')} skipped={c.get('skipped')} "
+          f"errors={c.get('errors')}; reported before indexing: {c.get('reported_by_encoder', 0)})",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_search(args) -> int:
+    from anserini_bridge.search import ImpactSearcher
+    from .errors import InputError
+    from .io import read_queries, write_run
+    from .vectors import read_vector_file
+
+    if bool(args.queries) == bool(args.query_vectors):
+        raise InputError("give either --queries (with --model) or --query-vectors")
+    searcher = ImpactSearcher(args.index)
+    if args.queries:
+        if not args.model:
+            raise InputError("--queries needs --model (the encoder the index was built with)")
+        records = read_queries(args.queries)
+        encoder = _load_encoder(args)
+        searcher.check_encoder(encoder.name, encoder.vocab.fingerprint)
+        queries = encoder.encode_queries([r.text for r in records], ids=[r.id for r in records])
+        qids = list(queries.ids)
+    else:
+        qids, queries = read_vector_file(args.query_vectors)
+    t0 = time.perf_counter()
+    results = searcher.batch_search(queries, qids, k=args.k, threads=args.threads)
+    dt = time.perf_counter() - t0
+    write_run(args.output, results)
+    empty = [q for q, hits in results.items() if not hits]
+    print(f"searched {len(qids)} queries in {dt:.2f}s ({len(qids) / max(dt, 1e-9):.0f} queries/s) -> {args.output}",
+          file=sys.stderr)
+    if empty:
+        print(f"{len(empty)} queries matched nothing (e.g. {', '.join(empty[:5])})", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate
+    from .io import read_qrels, read_run
+
+    scores = evaluate(read_run(args.run), read_qrels(args.qrels), args.metrics)
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        for name, value in scores.items():
+            print(f"{name:<14}{value:.4f}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from anserini_bridge.index import build_index
+    from anserini_bridge.search import ImpactSearcher
+    from encoders.pipeline import encode_to_dir
+    from encoders.splade import SpladeEncoder
+    from .demo_data import DEMO_DOCUMENTS, DEMO_QUERIES
+    from .explain import contributions
+    from .io import Record
+
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="lsr-demo-"))
+    vecdir, idxdir = work / "vectors", work / "index"
+    encoder = SpladeEncoder(args.model, progress=False)
+    print(f"model {args.model}: {len(encoder.vocab)} tokens, device {encoder.device}")
+    records = [Record(d, f"{t} {x}") for d, t, x in DEMO_DOCUMENTS]
+    info = encode_to_dir(encoder, records, vecdir, overwrite=True)
+    print(f"encoded {info.documents_written} documents -> {vecdir}")
+    meta = build_index(vecdir, idxdir, overwrite=True, progress=False)
+    print(f"indexed {meta.counters['indexed']} documents -> {idxdir}\n")
+    with ImpactSearcher(idxdir) as searcher:
+        qvecs = encoder.encode_queries([q for _, q in DEMO_QUERIES], ids=[i for i, _ in DEMO_QUERIES])
+        quantizer = searcher.meta.quantization
+        for i, (qid, text) in enumerate(DEMO_QUERIES):
+            q_int = {t: int(v) for t, v in quantizer.quantize(qvecs.select([i])).to_dict(0).items()}
+            print(f"query {qid}: {text!r}")
+            for hit in searcher.search(q_int, k=3):
+                parts = contributions(q_int, searcher.doc_vector(hit.docid))[:5]
+                why = ", ".join(f"{c.display}({c.contribution})" for c in parts)
+                title = next(t for d, t, _ in DEMO_DOCUMENTS if d == hit.docid)
+                print(f"  {hit.rank}. {hit.docid:<8} {hit.score:7.3f}  {title}")
+                print(f"     matched: {why}")
+            print()
+    print(f"vectors and index kept in {work}")
+    return 0
+
+
+COMMANDS = {"encode": cmd_encode, "index": cmd_index, "search": cmd_search, "eval": cmd_eval, "demo": cmd_demo}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return COMMANDS[args.command](args)
+    except LsrError as e:
+        print(f"lsr {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lsr {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""Vector directories: quantized sparse vectors as JsonVectorCollection JSONL.
+
+A vector directory (``VECDIR``) is what ``lsr encode`` writes and ``lsr index``
+reads::
+
+    VECDIR/part-00000.jsonl   {"id": str, "contents": str, "vector": {token: positive int}}
+    VECDIR/part-00001.jsonl   ... (a new part every ``shard_size`` documents)
+    VECDIR/report.jsonl       documents that were read but not written, with the reason
+    VECDIR/offsets.tsv        id, part file and byte offset of every written document
+    VECDIR/lsr-vectors.json   encoder, vocabulary fingerprint, quantization, counts
+
+The part files are Anserini's JsonVectorCollection, so any Anserini tool can
+index them. Writing is streamed (memory does not grow with the corpus) and
+a failed write removes what it wrote.
+
+Empty documents: a document whose text is empty or whitespace, or whose vector
+is empty after quantization, cannot be a posting list entry. It is *not*
+written to a part file; it is listed in ``report.jsonl`` and counted, so that
+``documents_read == documents_written + documents_reported`` always holds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .io import iter_jsonl
+from .quantize import Quantizer
+from .sparse import SparseBatch
+from .vocab import Vocabulary
+
+META_FILE = "lsr-vectors.json"
+REPORT_FILE = "report.jsonl"
+OFFSETS_FILE = "offsets.tsv"
+PART_PATTERN = "part-{:05d}.jsonl"
+FORMAT = "lsr-vectors/1"
+
+
+def part_files(vecdir: str | os.PathLike) -> list[Path]:
+    return sorted(Path(vecdir).glob("part-*.jsonl"))
+
+
+@dataclass
+class VectorDirInfo:
+    """The metadata stored in ``lsr-vectors.json``."""
+
+    encoder: str | None
+    vocab_fingerprint: str | None
+    quantization: Quantizer
+    role: str = "document"
+    documents_read: int = 0
+    documents_written: int = 0
+    documents_reported: int = 0
+    truncated: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "encoder": self.encoder,
+            "vocab_fingerprint": self.vocab_fingerprint,
+            "quantization": self.quantization.to_dict(),
+            "role": self.role,
+            "documents_read": self.documents_read,
+            "documents_written": self.documents_written,
+            "documents_reported": self.documents_reported,
+            "truncated": self.truncated,
+            **self.extra,
+        }
+
+    @classmethod
+    def load(cls, vecdir: str | os.PathLike) -> "VectorDirInfo | None":
+        path = Path(vecdir) / META_FILE
+        if not path.exists():
+            return None
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"{path}: unreadable metadata ({e})") from None
+        known = {"format", "encoder", "vocab_fingerprint", "quantization", "role", "documents_read",
+                 "documents_written", "documents_reported", "truncated"}
+        return cls(
+            encoder=d.get("encoder"), vocab_fingerprint=d.get("vocab_fingerprint"),
+            quantization=Quantizer.from_dict(d.get("quantization", {})), role=d.get("role", "document"),
+            documents_read=d.get("documents_read", 0), documents_written=d.get("documents_written", 0),
+            documents_reported=d.get("documents_reported", 0), truncated=d.get("truncated", 0),
+            extra={k: v for k, v in d.items() if k not in known},
+        )
+
+
+class VectorWriter:
+    """Streams quantized vectors into a new vector directory.
+
+    Use as a context manager; on an exception the directory is removed.
+    """
+
+    def __init__(
+        self,
+        vecdir: str | os.PathLike,
+        quantizer: Quantizer,
+        encoder: str | None = None,
+        vocab: Vocabulary | None = None,
+        role: str = "document",
+        shard_size: int = 100_000,
+        overwrite: bool = False,
+        extra: dict | None = None,
+    ):
+        self.dir = Path(vecdir)
+        if self.dir.exists() and any(self.dir.iterdir()):
+            if not overwrite:
+                raise InputError(f"{self.dir}: output directory exists and is not empty; "
+                                 "choose a new path or pass --overwrite")
+            shutil.rmtree(self.dir)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"{self.dir}: cannot create the output directory ({e.strerror})") from None
+        if shard_size < 1:
+            raise InputError(f"shard_size must be positive, got {shard_size}")
+        self.quantizer = quantizer
+        self.shard_size = shard_size
+        self.info = VectorDirInfo(encoder, vocab.fingerprint if vocab else None, quantizer, role,
+                                  extra=dict(extra or {}))
+        self._part = None
+        self._part_count = 0
+        self._in_part = 0
+        self._report = None
+        self._offsets = open(self.dir / OFFSETS_FILE, "w", encoding="utf-8")
+        self._closed = False
+
+    # -------------------------------------------------------------- writing
+    def _next_part(self):
+        if self._part is not None:
+            self._part.close()
+        name = PART_PATTERN.format(self._part_count)
+        self._part = open(self.dir / name, "wb")
+        self._part_name = name
+        self._part_count += 1
+        self._in_part = 0
+        self._offset = 0
+
+    def report(self, docid: str, reason: str) -> None:
+        """Record a document that was read but is not written."""
+        if self._report is None:
+            self._report = open(self.dir / REPORT_FILE, "w", encoding="utf-8")
+        self._report.write(json.dumps({"id": docid, "reason": reason}, ensure_ascii=False) + "\n")
+        self.info.documents_read += 1
+        self.info.documents_reported += 1
+
+    def write(self, batch: SparseBatch, contents: Sequence[str] | None = None) -> None:
+        """Quantize and write a batch (its ``ids`` are the document ids)."""
+        if batch.ids is None:
+            raise InputError("VectorWriter.write needs a batch with ids")
+        if contents is not None and len(contents) != len(batch):
+            raise InputError(f"{len(contents)} contents for {len(batch)} vectors")
+        q = self.quantizer.quantize(batch)
+        tokens = batch.vocab.tokens
+        indptr, indices, values = q.indptr, q.indices, q.values.astype(np.int64)
+        for i, docid in enumerate(q.ids):
+            s, e = indptr[i], indptr[i + 1]
+            if s == e:
+                self.report(docid, "empty vector after quantization")
+                continue
+            vector = {tokens[j]: int(v) for j, v in zip(indices[s:e].tolist(), values[s:e].tolist())}
+            line = json.dumps({"id": docid, "contents": contents[i] if contents is not None else "",
+                               "vector": vector}, ensure_ascii=False).encode("utf-8") + b"\n"
+            if self._part is None or self._in_part >= self.shard_size:
+                self._next_part()
+            self._part.write(line)
+            self._offsets.write(f"{docid}\t{self._part_name}\t{self._offset}\n")
+            self._offset += len(line)
+            self._in_part += 1
+            self.info.documents_read += 1
+            self.info.documents_written += 1
+
+    def close(self) -> VectorDirInfo:
+        if self._closed:
+            return self.info
+        for fh in (self._part, self._report, self._offsets):
+            if fh is not None:
+                fh.close()
+        tmp = self.dir / (META_FILE + ".tmp")
+        tmp.write_text(json.dumps(self.info.to_dict(), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.dir / META_FILE)
+        self._closed = True
+        return self.info
+
+    def abort(self) -> None:
+        for fh in (self._part, self._report, self._offsets):
+            if fh is not None:
+                try:
+                    fh.close()
+                except OSError:
+                    pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self._closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self.close()
+            except OSError as e:
+                self.abort()
+                raise InputError(f"{self.dir}: writing failed ({e.strerror}); partial output removed") from None
+        else:
+            self.abort()
+            if isinstance(exc, OSError):
+                raise InputError(f"{self.dir}: writing failed ({exc.strerror}); partial output removed") from exc
+        return False
+
+
+# -------------------------------------------------------------------- reading
+def parse_vector(path, n: int, obj: dict) -> dict[str, int]:
+    """Validate one ``vector`` object: tokens without whitespace, finite positive integer weights."""
+    vec = obj.get("vector")
+    if not isinstance(vec, dict):
+        raise InputError(f"{path}:{n}: missing 'vector' object ({{token: positive integer}})")
+    out = {}
+    for tok, w in vec.items():
+        if not tok or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in tok):
+            raise InputError(f"{path}:{n}: token {tok!r} is empty or contains whitespace/control characters, "
+                             "which would corrupt pretokenized postings")
+        if isinstance(w, bool) or not isinstance(w, (int, float)):
+            raise InputError(f"{path}:{n}: weight of {tok!r} is {w!r}, expected a positive integer")
+        if not math.isfinite(w) or w <= 0 or w != int(w):
+            raise InputError(f"{path}:{n}: weight of {tok!r} is {w!r}; weights must be positive integers "
+                             "(quantize float weights first, e.g. with lsr.Quantizer)")
+        out[tok] = int(w)
+    return out
+
+
+def iter_vectors(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, int], int]]:
+    """Yield ``(id, {token: int}, line)`` from one JsonVectorCollection file, validated."""
+    for n, obj in iter_jsonl(path):
+        rid = obj.get("id")
+        if not isinstance(rid, str) or not rid or any(c.isspace() for c in rid):
+            raise InputError(f"{path}:{n}: 'id' must be a non-empty string without whitespace, got {rid!r}")
+        yield rid, parse_vector(path, n, obj), n
+
+
+def read_vector_file(path: str | os.PathLike) -> tuple[list[str], list[dict[str, int]]]:
+    """All vectors of one JSONL file (used for ``--query-vectors``); duplicate ids are refused."""
+    ids, vecs, seen = [], [], {}
+    for rid, vec, n in iter_vectors(path):
+        if rid in seen:
+            raise InputError(f"{path}:{n}: duplicate id {rid!r} (first on line {seen[rid]})")
+        seen[rid] = n
+        ids.append(rid)
+        vecs.append(vec)
+    return ids, vecs
+
+
+def write_offsets(vecdir: str | os.PathLike) -> Path:
+    """(Re)build ``offsets.tsv`` for a vector directory by scanning its part files (validating them)."""
+    vecdir = Path(vecdir)
+    out = vecdir / OFFSETS_FILE
+    with open(out, "w", encoding="utf-8") as fh:
+        for part in part_files(vecdir):
+            offset = 0
+            with open(part, "rb") as src:
+                for n, raw in enumerate(src, 1):
+                    if raw.strip():
+                        obj = json.loads(raw)
+                        rid = obj.get("id")
+                        if not isinstance(rid, str) or not rid or any(c.isspace() for c in rid):
+                            raise InputError(f"{part}:{n}: 'id' must be a non-empty string without whitespace")
+                        parse_vector(part, n, obj)
+                        fh.write(f"{rid}\t{part.name}\t{offset}\n")
+                    offset += len(raw)
+    return out
+
+
+class VectorStore:
+    """Random access to the documents of a vector directory by id, through ``offsets.tsv``."""
+
+    def __init__(self, vecdir: str | os.PathLike):
+        self.dir = Path(vecdir)
+        self._offsets: dict[str, tuple[str, int]] | None = None
+
+    def _load(self) -> dict[str, tuple[str, int]]:
+        if self._offsets is None:
+            path = self.dir / OFFSETS_FILE
+            if not path.is_file():
+                raise InputError(f"{self.dir}: no {OFFSETS_FILE}; the vectors cannot be looked up by id")
+            table = {}
+            with open(path, encoding="utf-8") as fh:
+                for line in fh:
+                    rid, part, off = line.rstrip("\n").split("\t")
+                    table[rid] = (part, int(off))
+            self._offsets = table
+        return self._offsets
+
+    def __contains__(self, docid: str) -> bool:
+        return docid in self._load()
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def get(self, docid: str) -> dict:
+        """The stored JSON object (``id``, ``contents``, ``vector``) of ``docid``."""
+        try:
+            part, off = self._load()[docid]
+        except KeyError:
+            raise InputError(f"document {docid!r} is not in {self.dir}") from None
+        with open(self.dir / part, "rb") as fh:
+            fh.seek(off)
+            obj = json.loads(fh.readline())
+        if obj.get("id") != docid:
+            raise InputError(f"{self.dir}: {OFFSETS_FILE} is out of date (expected {docid!r} at {part}:{off})")
+        return obj
+
+    def vector(self, docid: str) -> dict[str, int]:
+        return parse_vector(self.dir, 0, self.get(docid))
