@@ -72,7 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="encode a built-in document set, index it and run a few queries")
     p.add_argument("--model", default="splade-tiny")
     p.add_argument("--workdir", default=None, help="keep the vectors and index here (default: a temp dir)")
+
+    for module in _command_modules():
+        COMMANDS.update(module.register(sub))
     return parser
+
+
+def _command_modules():
+    import importlib
+    import pkgutil
+
+    from . import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        yield importlib.import_module(f"{commands.__name__}.{info.name}")
 
 
 # ------------------------------------------------------------------ commands

@@ -157,7 +157,7 @@ class SparseBatch:
         crow = torch.from_numpy(self.indptr)
         col = torch.from_numpy(self.indices.astype(np.int64))
         val = torch.from_numpy(self.values)
-        t = torch.sparse_csr_tensor(crow, col, val, size=self.shape)
+        t = torch.sparse_csr_tensor(crow, col, val, size=self.shape, check_invariants=False)
         if layout == "coo":
             t = t.to_sparse_coo()
         elif layout == "dense":

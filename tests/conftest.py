@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CRANFIELD = Path(os.environ.get("LSR_CRANFIELD", REPO.parent / "shared" / "data" / "cranfield"))
+
+
+@pytest.fixture(scope="session")
+def cranfield() -> Path:
+    if not (CRANFIELD / "corpus.jsonl").is_file():
+        pytest.fail(f"Cranfield data not found at {CRANFIELD}; set LSR_CRANFIELD")
+    return CRANFIELD
+
+
+@pytest.fixture(scope="session")
+def splade_tiny():
+    """The real SPLADE-tiny weights (installed by the `models` extra)."""
+    from encoders.splade import SpladeEncoder
+
+    return SpladeEncoder("splade-tiny", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(splade_tiny):
+    """A randomly initialised 1-layer BERT masked LM built from a config, with the real tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(splade_tiny.vocab), hidden_size=32, num_hidden_layers=1,
+                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    return BertForMaskedLM(cfg).eval(), splade_tiny.tokenizer
