@@ -145,12 +145,15 @@ class ImpactSearcher:
     # ---------------------------------------------------------- stored data
     def _stored(self, docid: str) -> dict:
         if self._store is None:
+            source = self.meta.source or "VECDIR"
             raise InputError(f"{self.index_dir} was built without stored vectors (--no-store-vectors); rebuild "
-                             "it with `lsr index` (vectors are stored by default) to explain matches")
+                             f"it without that option to explain matches: `lsr index --input {source} "
+                             f"--index {self.index_dir} --overwrite`")
         try:
             return self._store.get(str(docid))
         except InputError:
-            raise InputError(f"document {docid!r} is not in the index {self.index_dir}") from None
+            raise InputError(f"document {docid!r} is not in the index {self.index_dir} "
+                             f"({len(self._store)} documents); use an id from the corpus it was built from") from None
 
     def doc_vector(self, docid: str) -> dict[str, int]:
         """The integer vector indexed for ``docid`` (needs an index built with stored vectors)."""

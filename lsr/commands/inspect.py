@@ -1,0 +1,107 @@
+"""``lsr inspect``: the tokens a text, an image, or both activate."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+
+from ..errors import EnvironmentProblem, InputError
+
+# Encoder classes by the ``kind`` the model registry gives a name.
+ENCODER_CLASSES = {"splade": ("encoders.splade", "SpladeEncoder"), "stair": ("encoders.stair", "StairEncoder")}
+
+
+def add_encoder_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--model", required=required, help="alias (splade-tiny), hf:ORG/NAME, or a local directory")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 (default: bf16 on GPU)")
+    p.add_argument("--max-length", type=int, default=256, help="word pieces per text; longer texts are truncated")
+
+
+def image_support_available() -> bool:
+    """Whether the image encoder module (``encoders/stair.py``) is installed."""
+    try:
+        return importlib.util.find_spec(ENCODER_CLASSES["stair"][0]) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def load_encoder(args, needs_image: bool = False):
+    """The encoder named by ``--model``, picked by the kind the model registry gives the name."""
+    from encoders.registry import resolve
+
+    if needs_image and not image_support_available():
+        raise EnvironmentProblem(
+            "--image needs the STAIR image encoder (encoders/stair.py, StairEncoder), which this installation "
+            "does not include yet; inspect text inputs with --text meanwhile")
+    loc = resolve(args.model)
+    if loc.kind not in ENCODER_CLASSES:
+        raise InputError(f"model {args.model!r} is of kind {loc.kind!r}, which has no sparse encoder "
+                         f"(known kinds: {', '.join(sorted(ENCODER_CLASSES))})")
+    if needs_image and loc.kind == "splade":
+        raise InputError(f"model {args.model!r} is a text-only SPLADE model; --image needs an image encoder "
+                         "(a STAIR model name)")
+    module_name, class_name = ENCODER_CLASSES[loc.kind]
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as e:
+        raise EnvironmentProblem(f"model {args.model!r} needs {module_name}.{class_name}, which cannot be "
+                                 f"loaded ({e})") from None
+    if loc.kind == "splade":
+        return cls(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length, batch_size=1)
+    return cls(args.model, device=args.device)
+
+
+def register(sub) -> dict:
+    p = sub.add_parser("inspect", help="show the tokens a text and/or an image activates")
+    add_encoder_args(p)
+    p.add_argument("--text", help="text to encode")
+    p.add_argument("--image", help="image file to encode (needs an image encoder such as STAIR)")
+    p.add_argument("--instruction", default=None, help="task instruction prepended to the text")
+    p.add_argument("--role", choices=["query", "document"], default="query", help="encode as a query or a document")
+    p.add_argument("--top", type=int, default=20, help="how many tokens to show (0: all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--html", metavar="OUT.html", help="also write a self-contained HTML page")
+    return {"inspect": cmd_inspect}
+
+
+def cmd_inspect(args) -> int:
+    from ..explain import decode, encode_one
+    from ..inputs import Input, load_image
+
+    if args.text is None and args.image is None:
+        raise InputError("give --text, --image, or both")
+    if args.text is not None and not args.text.strip() and args.image is None:
+        raise InputError("--text is empty; give some text to inspect")
+    if args.top < 0:
+        raise InputError(f"--top must be 0 (all) or positive, got {args.top}")
+    image = load_image(args.image) if args.image is not None else None  # fail on a bad file before loading a model
+    item = Input(text=args.text if args.text and args.text.strip() else None, image=image,
+                 instruction=args.instruction)
+    encoder = load_encoder(args, needs_image=image is not None)
+    vector = encode_one(encoder, item, role=args.role)
+    nnz = int(vector.nnz[0])
+    tokens = decode(vector, args.top or None)
+    if args.html:
+        from ..html_view import render_tokens_page, write_page
+
+        what = " + ".join(x for x, v in (("text", args.text), ("image", args.image)) if v)
+        page = render_tokens_page(tokens, title=f"Tokens activated by {args.model}", text=args.text, image=image,
+                                  subtitle=f"{what} as a {args.role} · {nnz} non-zero tokens · top {len(tokens)} "
+                                           "shown, largest weight first")
+        write_page(args.html, page)
+        print(f"wrote {args.html}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"model": args.model, "role": args.role, "text": args.text, "image": args.image,
+                          "nnz": nnz, "tokens": [{"token": t.token, "display": t.display, "weight": t.weight}
+                                                 for t in tokens]}))
+        return 0
+    what = " + ".join(x for x, v in (("text", args.text), ("image", args.image)) if v)
+    print(f"{args.model}: {what} as a {args.role} activates {nnz} tokens; top {len(tokens)}:")
+    width = max([len(t.display) for t in tokens] + [5])
+    for i, t in enumerate(tokens, 1):
+        print(f"  {i:>3}. {t.display:<{width}}  {t.weight:.3f}")
+    return 0
