@@ -1,0 +1,62 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run_lsr(*args):
+    return subprocess.run([sys.executable, "-m", "lsr.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_demo_prints_ranked_hits_with_matching_tokens(tmp_path):
+    out = run_lsr("demo", "--workdir", tmp_path / "demo")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "encoded 24 documents" in text and "indexed 24 documents" in text
+    # the supersonic-wing query finds the supersonic-wing document first, and says why
+    block = text.split("query q1")[1].split("query q2")[0]
+    first = block.splitlines()[1]
+    assert "aero-1" in first
+    assert "matched:" in block and "supersonic" in block
+    assert "aero" not in text.split("query q3")[1].split("query q4")[0].splitlines()[1]
+
+
+def test_eval_json_output(tmp_path):
+    (tmp_path / "run.trec").write_text("1 Q0 a 1 2.0 x\n1 Q0 b 2 1.0 x\n")
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n1\tb\t1\n")
+    out = run_lsr("eval", "--run", tmp_path / "run.trec", "--qrels", tmp_path / "qrels.tsv", "--metrics",
+                  "mrr@10", "recall@100", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == pytest.approx({"mrr@10": 0.5, "recall@100": 1.0})
+
+
+def test_bad_input_exits_2_with_a_message(tmp_path):
+    bad = tmp_path / "corpus.jsonl"
+    bad.write_bytes(b'{"_id": "1", "text": "ok"}\n{"_id": "1", "text": "dup"}\n')
+    out = run_lsr("encode", "--model", "splade-tiny", "--input", bad, "--output", tmp_path / "v")
+    assert out.returncode == 2
+    assert "duplicate ids: '1' (lines 1 and 2)" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "v").exists()
+
+    out = run_lsr("search", "--index", tmp_path / "nothing", "--query-vectors", bad, "--output", tmp_path / "r")
+    assert out.returncode == 2 and "index directory not found" in out.stderr
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"_id": "1", "text": "ok"}\n')
+    out = run_lsr("encode", "--model", "no-such-model", "--input", good, "--output", tmp_path / "v")
+    assert out.returncode == 2 and "neither a known alias" in out.stderr
+
+
+def test_encode_index_refuses_existing_outputs(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "a", "text": "supersonic wing"}\n{"_id": "b", "text": ""}\n')
+    out = run_lsr("encode", "--model", "splade-tiny", "--input", corpus, "--output", tmp_path / "v")
+    assert out.returncode == 0, out.stderr
+    assert "read 2, written 1, reported 1" in out.stderr
+    assert json.loads((tmp_path / "v" / "report.jsonl").read_text()) == {"id": "b", "reason": "empty text"}
+    again = run_lsr("encode", "--model", "splade-tiny", "--input", corpus, "--output", tmp_path / "v")
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert run_lsr("index", "--input", tmp_path / "v", "--index", tmp_path / "i").returncode == 0
+    again = run_lsr("index", "--input", tmp_path / "v", "--index", tmp_path / "i")
+    assert again.returncode == 2 and "already exists" in again.stderr

@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+import torch
+
+from encoders.registry import resolve
+from encoders.splade import SpladeEncoder
+from lsr import InputError
+from lsr.pooling import splade_pool
+
+TEXTS = [
+    "Supersonic flow over a swept wing raises the drag.",
+    "heat",
+    "The boundary layer on a flat plate becomes turbulent as the Reynolds number grows with distance.",
+    "   ",
+    "What similarity laws must be obeyed when constructing aeroelastic models of heated high speed aircraft?",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_bert):
+    model, tok = tiny_bert
+    return SpladeEncoder("tiny-random-bert", hf_model=model, tokenizer=tok, device="cpu", batch_size=2, max_length=32)
+
+
+def textbook(enc, texts):
+    """log1p(relu(logits)) then max over the unpadded positions, one text at a time."""
+    rows = []
+    with torch.inference_mode():
+        for t in texts:
+            if not t.strip():
+                rows.append(torch.zeros(len(enc.vocab)))
+                continue
+            x = enc.tokenizer([t], truncation=True, max_length=enc.max_length, return_tensors="pt")
+            logits = enc.model(input_ids=x["input_ids"], attention_mask=x["attention_mask"]).logits
+            rows.append(torch.log1p(torch.relu(logits))[0].amax(0))
+    out = torch.stack(rows)
+    out[:, sorted(enc.vocab.special_ids)] = 0
+    return out.numpy()
+
+
+def test_batched_sorted_encoding_equals_textbook_pooling(tiny):
+    got = tiny.encode_documents(TEXTS, ids=[f"d{i}" for i in range(len(TEXTS))])
+    assert got.ids == tuple(f"d{i}" for i in range(len(TEXTS)))
+    np.testing.assert_allclose(got.to_scipy().toarray(), textbook(tiny, TEXTS), atol=1e-5)
+
+
+def test_pool_then_saturate_equals_saturate_then_pool():
+    torch.manual_seed(1)
+    logits = torch.randn(3, 7, 50)
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5])
+    textbook = torch.log1p(torch.relu(logits)).masked_fill(~mask.bool()[..., None], 0).amax(1)
+    torch.testing.assert_close(splade_pool(logits, mask), textbook)
+
+
+def test_special_tokens_never_appear(tiny):
+    got = tiny.encode_queries(TEXTS)
+    special = np.array(sorted(tiny.vocab.special_ids))
+    assert not np.isin(got.indices, special).any()
+    assert {"[CLS]", "[SEP]", "[PAD]"} <= {tiny.vocab.tokens[i] for i in special}
+
+
+def test_empty_text_gives_empty_vector_and_is_counted(tiny):
+    got = tiny.encode_documents(TEXTS)
+    assert got.nnz[3] == 0 and (got.nnz[[0, 1, 2, 4]] > 0).all()
+    assert tiny.last_stats.empty == 1 and tiny.last_stats.inputs == len(TEXTS)
+
+
+def test_truncation_is_counted(tiny):
+    long = " ".join(["aerodynamics"] * 500)
+    tiny.encode_documents([long, "short text"])
+    assert tiny.last_stats.truncated == 1
+    # a truncated text encodes exactly like its first max_length word pieces
+    ids = tiny.tokenizer([long], truncation=True, max_length=tiny.max_length)["input_ids"][0]
+    assert len(ids) == tiny.max_length
+
+
+def test_hundred_thousand_word_document_is_truncated_not_dropped(tiny):
+    got = tiny.encode_documents(["lift " * 100_000])
+    assert len(got) == 1 and got.nnz[0] > 0 and tiny.last_stats.truncated == 1
+
+
+def test_bad_arguments(tiny):
+    with pytest.raises(InputError, match="single string"):
+        tiny.encode_documents("not a list")
+    with pytest.raises(InputError, match="expected str"):
+        tiny.encode_documents(["ok", 3])
+    with pytest.raises(InputError, match="ids for"):
+        tiny.encode_documents(["a", "b"], ids=["x"])
+
+
+def test_registry():
+    loc = resolve("splade-tiny")
+    assert loc.kind == "splade" and loc.is_local
+    assert resolve("hf:naver/splade-cocondenser-ensembledistil").source == "naver/splade-cocondenser-ensembledistil"
+    with pytest.raises(InputError, match="neither a known alias"):
+        resolve("splade")  # no substring guessing
+
+
+def test_real_splade_tiny_activates_readable_terms(splade_tiny):
+    vec = splade_tiny.encode_documents(["aerodynamic heating of a supersonic wing"]).to_dict(0)
+    top = sorted(vec, key=vec.get, reverse=True)[:8]
+    assert {"aerodynamic", "wing"} <= set(top)
+    assert splade_tiny.vocab.fingerprint == "sha256:0f052197aac305fe"
+
+
+def test_bfloat16_matches_float32_ranking(tiny_bert):
+    model, tok = tiny_bert
+    import copy
+
+    f32 = SpladeEncoder("t", hf_model=copy.deepcopy(model), tokenizer=tok, device="cpu", dtype="float32")
+    bf16 = SpladeEncoder("t", hf_model=copy.deepcopy(model), tokenizer=tok, device="cpu", dtype="bfloat16")
+    a = f32.encode_documents(TEXTS[:3]).to_scipy().toarray()
+    b = bf16.encode_documents(TEXTS[:3]).to_scipy().toarray()
+    assert bf16.model.dtype == torch.bfloat16
+    np.testing.assert_allclose(a, b, atol=0.05)
