@@ -42,6 +42,7 @@ REPORT_FILE = "report.jsonl"
 OFFSETS_FILE = "offsets.tsv"
 PART_PATTERN = "part-{:05d}.jsonl"
 FORMAT = "lsr-vectors/1"
+MAX_WEIGHT = 2**31 - 1  # a Java int
 
 
 def part_files(vecdir: str | os.PathLike) -> list[Path]:
@@ -236,6 +237,9 @@ def parse_vector(path, n: int, obj: dict) -> dict[str, int]:
         if not math.isfinite(w) or w <= 0 or w != int(w):
             raise InputError(f"{path}:{n}: weight of {tok!r} is {w!r}; weights must be positive integers "
                              "(quantize float weights first, e.g. with lsr.Quantizer)")
+        if w > MAX_WEIGHT:
+            raise InputError(f"{path}:{n}: weight of {tok!r} is {w!r}, above the largest impact Lucene "
+                             f"can store ({MAX_WEIGHT}); quantize with a smaller scale")
         out[tok] = int(w)
     return out
 
