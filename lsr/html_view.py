@@ -33,7 +33,7 @@ h2 { font-size: 16px; margin: 0 0 10px 0; color: #334e68; }
 .panel { background: #fff; border: 1px solid #d9e2ec; border-radius: 8px; padding: 14px 16px; margin-bottom: 16px;
          flex: 1 1 420px; min-width: 320px; }
 .media { flex: 0 0 auto; }
-.media img { display: block; border-radius: 6px; border: 1px solid #d9e2ec; max-width: none; }
+.media img { display: block; box-sizing: content-box; border-radius: 6px; border: 1px solid #d9e2ec; max-width: none; }
 .text { font-size: 14px; line-height: 1.45; margin: 0 0 10px 0; white-space: pre-wrap; }
 .chips { line-height: 2.1; }
 .chip { display: inline-block; margin: 2px 3px; padding: 1px 8px; border-radius: 12px; color: #102a43;

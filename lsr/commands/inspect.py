@@ -18,7 +18,8 @@ def add_encoder_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--model", required=required, help="alias (splade-tiny), hf:ORG/NAME, or a local directory")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 (default: bf16 on GPU)")
-    p.add_argument("--max-length", type=int, default=256, help="word pieces per text; longer texts are truncated")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="word pieces per text; longer texts are truncated (default: the model's own, or 256)")
 
 
 def image_support_available() -> bool:
@@ -51,8 +52,8 @@ def load_encoder(args, needs_image: bool = False):
         raise EnvironmentProblem(f"model {args.model!r} needs {module_name}.{class_name}, which cannot be "
                                  f"loaded ({e})") from None
     if loc.kind == "splade":
-        return cls(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length, batch_size=1)
-    return cls(args.model, device=args.device)
+        return cls(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length or 256, batch_size=1)
+    return cls(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length, batch_size=1)
 
 
 def register(sub) -> dict:
