@@ -1,4 +1,4 @@
-"""Build a Lucene impact index from a vector directory with Anserini's IndexCollection.
+"""Build a Lucene impact index from vector directories with Anserini's IndexCollection.
 
 The index is built in a temporary directory beside the target and renamed into
 place only when Anserini finished and its counters add up, so an interrupted
@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from tqdm.auto import tqdm
 
@@ -84,54 +85,85 @@ _COUNTER = re.compile(r"\b(indexed|unindexable|empty|skipped|errors):\s+([\d,]+)
 
 
 def build_index(
-    vecdir: str | os.PathLike,
+    vecdir: str | os.PathLike | Sequence[str | os.PathLike],
     index_dir: str | os.PathLike,
     threads: int | None = None,
     overwrite: bool = False,
     store_vectors: bool = True,
     progress: bool = True,
+    allow_partial_shards: bool = False,
 ) -> IndexMeta:
     """Index every part file of ``vecdir`` into a new Lucene impact index at ``index_dir``.
+
+    ``vecdir`` may also be several vector directories, e.g. the shards written
+    by ``lsr encode --shard I/N`` on several machines: they must share the
+    encoder's vocabulary and the quantization, hold no id twice, and form a
+    complete set of shards (unless ``allow_partial_shards``); see
+    :func:`lsr.engines.check_vector_dirs`. They go into one index as if
+    encoded in one run.
 
     ``store_vectors`` keeps the document vectors beside the Lucene files
     (``IDXDIR/docvectors``: the part files, hard-linked when possible, and an
     id -> offset table) so that explanations work without re-encoding. They are
     kept outside Lucene's stored fields, which every hit would otherwise load.
     """
-    vecdir, index_dir = Path(vecdir), Path(index_dir)
-    parts = part_files(vecdir) if vecdir.is_dir() else []
-    if not parts:
-        raise InputError(f"{vecdir}: no part-*.jsonl vector files; create them with `lsr encode`")
+    dirs = [Path(vecdir)] if isinstance(vecdir, (str, os.PathLike)) else [Path(d) for d in vecdir]
+    if not dirs:
+        raise InputError("no vector directory given; pass --input VECDIR")
+    index_dir = Path(index_dir)
+    sources = []  # (vector directory, its part files, the names they get in the staging directory)
+    for k, d in enumerate(dirs):
+        parts = part_files(d) if d.is_dir() else []
+        if not parts:
+            raise InputError(f"{d}: no part-*.jsonl vector files; create them with `lsr encode`")
+        names = [p.name if len(dirs) == 1 else f"part-{k:03d}-{p.name[len('part-'):]}" for p in parts]
+        sources.append((d, parts, names))
     if index_dir.exists():
         if not overwrite:
             raise InputError(f"{index_dir}: already exists; choose a new path or pass --overwrite")
-    info = VectorDirInfo.load(vecdir)
-    if info is None:
-        # Foreign JsonVectorCollection files: validate every line before handing them to Java.
-        expected = sum(1 for p in parts for _ in iter_vectors(p))
-        info = VectorDirInfo(None, None, None, documents_read=expected, documents_written=expected)  # type: ignore[arg-type]
-    expected = info.documents_written
-    threads = threads or max(1, min(len(parts), os.cpu_count() or 1))
+    if len(dirs) > 1:
+        from lsr.engines import check_vector_dirs
+
+        check_vector_dirs(dirs, allow_partial=allow_partial_shards)
+    infos = []
+    for d, parts, _ in sources:
+        info = VectorDirInfo.load(d)
+        if info is None:
+            # Foreign JsonVectorCollection files: validate every line before handing them to Java.
+            expected = sum(1 for p in parts for _ in iter_vectors(p))
+            info = VectorDirInfo(None, None, None, documents_read=expected, documents_written=expected)  # type: ignore[arg-type]
+        infos.append(info)
+    info = infos[0]
+    expected = sum(i.documents_written for i in infos)
+    n_parts = sum(len(parts) for _, parts, _ in sources)
+    threads = threads or max(1, min(n_parts, os.cpu_count() or 1))
+    label = " ".join(str(d) for d in dirs)
 
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.building-", dir=index_dir.parent))
     try:
         staging = work / "input"
         staging.mkdir()
-        for p in parts:  # only the part files: Anserini would try to read the metadata too
-            os.symlink(p.resolve(), staging / p.name)
+        for _, parts, names in sources:  # only the part files: Anserini would try to read the metadata too
+            for p, name in zip(parts, names):
+                os.symlink(p.resolve(), staging / name)
         tmp_index = work / "index"
         counters = _run_index_collection(staging, tmp_index, threads, expected, progress)
         if counters.get("indexed") != expected or counters.get("errors", 0) or counters.get("unindexable", 0):
             raise InputError(
-                f"{vecdir}: Anserini indexed {counters.get('indexed')} of {expected} documents "
+                f"{label}: Anserini indexed {counters.get('indexed')} of {expected} documents "
                 f"(counters: {counters}); the index was not created"
             )
         if store_vectors:
-            _store_vectors(vecdir, parts, tmp_index / DOCVECTORS_DIR, have_offsets=info.encoder is not None)
+            if len(dirs) == 1:
+                _store_vectors(dirs[0], sources[0][1], tmp_index / DOCVECTORS_DIR,
+                               have_offsets=info.encoder is not None)
+            else:
+                _store_vectors_of_many(sources, infos, tmp_index / DOCVECTORS_DIR)
+        source = str(dirs[0].resolve()) if len(dirs) == 1 else " ".join(str(d.resolve()) for d in dirs)
         meta = IndexMeta(info.encoder, info.vocab_fingerprint, info.quantization, expected, counters,
-                         store_vectors, str(vecdir.resolve()))
-        meta.counters["reported_by_encoder"] = info.documents_reported
+                         store_vectors, source)
+        meta.counters["reported_by_encoder"] = sum(i.documents_reported for i in infos)
         (tmp_index / INDEX_META).write_text(json.dumps(meta.to_dict(), indent=2) + "\n", encoding="utf-8")
         (tmp_index / "write.lock").unlink(missing_ok=True)
         if index_dir.exists():
@@ -140,6 +172,29 @@ def build_index(
         return meta
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _store_vectors_of_many(sources: list, infos: list[VectorDirInfo], dest: Path) -> None:
+    """The part files of several vector directories under their staged names, with one offsets table."""
+    dest.mkdir()
+    complete = True
+    lines = []
+    for (d, parts, names), info in zip(sources, infos):
+        for p, name in zip(parts, names):
+            _link_or_copy(p, dest / name)
+        renamed = {p.name: name for p, name in zip(parts, names)}
+        offsets = d / OFFSETS_FILE
+        if info.encoder is None or not offsets.is_file():
+            complete = False
+            continue
+        with open(offsets, encoding="utf-8") as fh:
+            for line in fh:
+                rid, part, off = line.rstrip("\n").split("\t")
+                lines.append(f"{rid}\t{renamed[part]}\t{off}\n")
+    if complete:
+        (dest / OFFSETS_FILE).write_text("".join(lines), encoding="utf-8")
+    else:
+        write_offsets(dest)
 
 
 def _store_vectors(vecdir: Path, parts: list[Path], dest: Path, have_offsets: bool) -> None:

@@ -37,7 +37,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -50,6 +50,7 @@ from ..quantize import Quantizer
 from ..sparse import SparseBatch
 from ..vectors import iter_vectors, parse_vector, part_files
 from ..vocab import Vocabulary
+from . import InsertReport
 
 INSTALL_HINT = 'pip install "pymilvus>=2.5,<2.6"  (or pip install -e ".[milvus]")'
 META_FORMAT = "lsr-milvus/1"
@@ -145,31 +146,6 @@ class CollectionMeta:
         if self.quantization != other.quantization:
             out.append(f"quantization: {self.quantization} vs {other.quantization}")
         return out
-
-
-@dataclass
-class InsertReport:
-    """Outcome of a bulk insert: how many documents went in, and every one that did not, with why."""
-
-    inserted: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (docid, reason)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def __iadd__(self, other: "InsertReport") -> "InsertReport":
-        self.inserted += other.inserted
-        self.failed.extend(other.failed)
-        return self
-
-    def summary(self, show: int = 10) -> str:
-        text = f"inserted {self.inserted} documents, {len(self.failed)} failed"
-        for docid, reason in self.failed[:show]:
-            text += f"\n  {docid!r}: {reason}"
-        if len(self.failed) > show:
-            text += f"\n  ... and {len(self.failed) - show} more"
-        return text
 
 
 @contextlib.contextmanager
