@@ -44,10 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=100.0, help="impact = round(weight * scale)")
     p.add_argument("--max-value", type=int, default=1000, help="largest integer impact")
     p.add_argument("--shard-size", type=int, default=100_000, help="documents per part file")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="encode only shard I of N (0 <= I < N): the documents whose id hashes to I; run the N shards "
+                        "on N GPUs or machines, then `lsr index --input DIR0 DIR1 ...`")
     p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("index", help="build a Lucene impact index from a vector directory")
-    p.add_argument("--input", required=True, help="vector directory written by `lsr encode`")
+    p.add_argument("--input", required=True, nargs="+",
+                   help="vector directory written by `lsr encode`; several: the shards of one corpus (`--shard I/N`)")
     p.add_argument("--index", required=True, help="index directory to create")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--overwrite", action="store_true")
@@ -96,11 +100,27 @@ def cmd_encode(args) -> int:
 
     quantizer = Quantizer(args.scale, args.max_value)
     records = read_corpus(args.input) if args.role == "document" else read_queries(args.input)
+    shard, total = None, len(records)
+    if args.shard:
+        from .engines import parse_shard
+
+        shard = parse_shard(args.shard)
+        records = shard.select(records)
+        print(f"shard {shard}: {len(records)} of {total} records", file=sys.stderr)
     encoder = _load_encoder(args)
     t0 = time.perf_counter()
     info = encode_to_dir(encoder, records, args.output, quantizer, role=args.role, shard_size=args.shard_size,
                          overwrite=args.overwrite)
     dt = time.perf_counter() - t0
+    if shard is not None:  # record the split, so that `lsr index` can check the shards fit together
+        from .engines import shard_info
+        from .vectors import META_FILE
+
+        info.extra["shard"] = shard_info(shard, args.input, total)
+        meta = Path(args.output) / META_FILE
+        tmp = meta.with_name(META_FILE + ".tmp")
+        tmp.write_text(json.dumps(info.to_dict(), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, meta)
     print(f"read {info.documents_read}, written {info.documents_written}, "
           f"reported {info.documents_reported} (see {Path(args.output) / 'report.jsonl'})"
           if info.documents_reported else
