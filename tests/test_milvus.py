@@ -214,6 +214,9 @@ def test_refuses_another_model_dimension_or_quantization_unless_replace(milvus_u
     # queries from another vocabulary are refused too
     with pytest.raises(IndexMismatchError, match="vocabulary"):
         MilvusCollection(milvus_uri, "guarded").search(SparseBatch.from_dicts([{"t1": 1.0}], other), k=3)
+    with pytest.raises(IndexMismatchError, match="'other'"):
+        MilvusCollection(milvus_uri, "guarded").check_encoder("other", other.fingerprint)
+    MilvusCollection(milvus_uri, "guarded").check_encoder("synthetic", VOCAB.fingerprint)
     assert MilvusCollection(milvus_uri, "guarded").count() == 50  # nothing was touched
 
     # a vector directory of another model: refused, then replaced on request
@@ -327,6 +330,6 @@ def test_cli_export(milvus_uri, corpus, tmp_path):
     assert MilvusCollection(milvus_uri, "cli_docs").count() == 1
 
     closed = f"milvus://127.0.0.1:{_free_port()}/x"
-    out = _lsr("export", "--to", closed, "--input", vec)
+    out = _lsr("export", "--to", closed, "--input", vec, "--timeout", "2")
     assert out.returncode == 2
     assert closed.replace("milvus://", "http://").rsplit("/", 1)[0] in out.stderr and "Traceback" not in out.stderr

@@ -32,6 +32,7 @@ def register(sub) -> dict:
                    help="Milvus: the encoder, so that dimension ids are its vocabulary ids (default: ids derived from "
                         "the tokens in the vectors, stored with the collection)")
     p.add_argument("--batch-size", type=int, default=1000, help="Milvus: documents per insert request")
+    p.add_argument("--timeout", type=float, default=10.0, help="Milvus: seconds to wait for the server")
     p.add_argument("--index-name", default=None,
                    help="bulk files: name the index in every action line (default: none, POST /INDEX/_bulk)")
     p.add_argument("--no-contents", action="store_true", help="bulk files: leave the document text out")
@@ -70,7 +71,8 @@ def _to_milvus(args, target: str) -> int:
         vocab = SpladeEncoder(args.model, device="cpu").vocab
     t0 = time.perf_counter()
     action, report = export_vector_dirs(args.input, uri, collection, vocab=vocab, replace=args.replace,
-                                        token=os.environ.get("LSR_MILVUS_TOKEN"), batch_size=args.batch_size)
+                                        token=os.environ.get("LSR_MILVUS_TOKEN"), batch_size=args.batch_size,
+                                        timeout=args.timeout)
     dt = time.perf_counter() - t0
     verb = {"created": "created collection", "appending": "appended to collection",
             "replaced": "replaced collection"}[action]

@@ -489,6 +489,22 @@ class MilvusCollection:
         return {tokens[int(j)]: int(round(float(w))) for j, w in rows[0][VECTOR_FIELD].items()}
 
     # ---------------------------------------------------------------- search
+    @property
+    def num_docs(self) -> int:
+        return self.count()
+
+    def check_encoder(self, encoder_name: str | None, vocab_fingerprint: str | None) -> None:
+        """Refuse queries from another vocabulary than the collection's (as the Lucene searcher does)."""
+        m = self.meta
+        if m.vocab_fingerprint and vocab_fingerprint and m.vocab_fingerprint != vocab_fingerprint:
+            raise IndexMismatchError(
+                f"collection {self.name!r} at {self.uri} holds vectors of {m.encoder!r} (vocabulary "
+                f"{m.vocab_fingerprint}); the queries come from {encoder_name!r} (vocabulary {vocab_fingerprint}). "
+                "Encode queries with the collection's encoder, or export to another collection")
+        if m.quantization is None:
+            raise IndexMismatchError(f"collection {self.name!r} has no quantization spec (exported from foreign "
+                                     "vector files); search it with integer query vectors")
+
     def _check_vocab(self, vocab: Vocabulary) -> None:
         m = self.meta
         if m.vocab_fingerprint and m.vocab_fingerprint != vocab.fingerprint:
@@ -653,6 +669,7 @@ def export_vector_dirs(
     token: str | None = None,
     batch_size: int = 1000,
     progress: bool = True,
+    timeout: float = 10.0,
 ) -> tuple[str, InsertReport]:
     """Create (or append to) a collection from vector directories; returns (action, report).
 
@@ -670,7 +687,7 @@ def export_vector_dirs(
             and info.vocab_fingerprint != vocab.fingerprint:
         raise IndexMismatchError(f"{vecdirs[0]} was encoded with {info.encoder!r} (vocabulary "
                                  f"{info.vocab_fingerprint}), not with the given vocabulary {vocab.fingerprint}")
-    col = MilvusCollection(uri, collection, token=token)
+    col = MilvusCollection(uri, collection, token=token, timeout=timeout)
     used: list[str] | None = None
 
     def tokens_in_use() -> list[str]:
