@@ -1,0 +1,414 @@
+"""``lsr eval-mbeir``: evaluate an encoder on data in the M-BEIR format, per task, local and global pools.
+
+Sparse encoders (SPLADE, STAIR, anything with ``name``, ``vocab`` and
+``encode_queries`` / ``encode_documents`` returning a
+:class:`~lsr.sparse.SparseBatch`) are evaluated through a real Lucene impact
+index: the whole pool is encoded, quantized, indexed with Anserini and
+searched; a local pool's ranking is the index's ranking restricted to that
+pool (impact scores do not depend on the rest of the collection, so this is
+exactly the ranking of an index holding only the local pool; the search
+depth grows until enough local candidates are found). Dense encoders
+(``encode_*`` returning ``[n, d]`` float arrays) are searched exhaustively by
+cosine similarity. ``--rerank`` models are evaluated the same way and fused
+with the main model's results by :mod:`lsr.fusion` (RRF or interpolation).
+
+This module is the only place that uses both ``encoders`` and
+``anserini_bridge``; they are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+SPARSE, DENSE = "sparse", "dense"
+
+
+def register(sub) -> dict:
+    p = sub.add_parser("eval-mbeir", help="evaluate a model on M-BEIR-format data (Recall@k per task, "
+                                          "local and global pools)")
+    p.add_argument("--data", required=True, help="M-BEIR data root; image paths in the records are relative to it")
+    p.add_argument("--queries", required=True, nargs="+",
+                   help="query JSONL files or directories (e.g. query/test); relative paths may be under --data")
+    p.add_argument("--pool", required=True, nargs="+",
+                   help="candidate pool JSONL files or directories (cand_pool/global/... or cand_pool/local)")
+    p.add_argument("--qrels", nargs="+", default=None,
+                   help="qrels files or directories ('qid 0 did rel task_id'); default: from pos_cand_list")
+    p.add_argument("--model", required=True,
+                   help="sparse: splade-tiny, a STAIR or masked-LM directory; dense: minilm, "
+                        "open_clip:MODEL[@WEIGHTS], e5v:SOURCE")
+    p.add_argument("--model-kind", choices=["auto", SPARSE, DENSE], default="auto",
+                   help="how to evaluate --model (auto: from the name or directory)")
+    p.add_argument("--rerank", action="append", default=[], metavar="MODEL",
+                   help="another model (usually dense) whose results are fused with --model's; repeatable")
+    p.add_argument("--fusion", choices=["rrf", "interp"], default="rrf")
+    p.add_argument("--alpha", type=float, default=0.5,
+                   help="interp: fused = alpha * first model + (1 - alpha) * mean of the --rerank models")
+    p.add_argument("--norm", choices=["minmax", "zscore"], default="minmax", help="interp: score normalisation")
+    p.add_argument("--rrf-k", type=float, default=60.0, help="rrf: score = sum 1 / (rrf_k + rank)")
+    p.add_argument("--k0", type=int, default=100, help="results per model that enter the fusion")
+    p.add_argument("--scope", nargs="+", choices=["local", "global"], default=["local", "global"],
+                   help="local: each task's own pool; global: the whole pool given")
+    p.add_argument("--instructions", default=None,
+                   help="instructions TSV (default: DATA/instructions/query_instructions.tsv)")
+    p.add_argument("--instruction-mode", choices=["fixed", "random", "none"], default="fixed",
+                   help="fixed: prompt number --prompt for every query; random: a prompt drawn per query "
+                        "(seeded); none: no instructions")
+    p.add_argument("--prompt", type=int, default=1, help="fixed mode: which prompt column (1-4)")
+    p.add_argument("--seed", type=int, default=0, help="random mode: seed of the per-query draw")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--dtype", default="auto", help="sparse models: float32, bfloat16, float16")
+    p.add_argument("--max-length", type=int, default=None, help="word pieces per text (model default if unset)")
+    p.add_argument("--scale", type=float, default=100.0, help="sparse: impact = round(weight * scale)")
+    p.add_argument("--max-value", type=int, default=1000, help="sparse: largest integer impact")
+    p.add_argument("--max-query-terms", type=int, default=None,
+                   help="sparse: keep each query's N largest weights (default: all)")
+    p.add_argument("--max-doc-terms", type=int, default=None,
+                   help="sparse: keep each candidate's N largest weights (default: all)")
+    p.add_argument("--threads", type=int, default=None, help="Lucene indexing and search threads")
+    p.add_argument("--workdir", default=None, help="keep vectors, index and embeddings here (default: a temp dir)")
+    p.add_argument("--no-check-images", action="store_true",
+                   help="do not check that every image file exists before encoding")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the results as JSON to OUT")
+    return {"eval-mbeir": cmd_eval_mbeir}
+
+
+# ------------------------------------------------------------------ models
+class TextOnlySparse:
+    """A text-only sparse encoder (SPLADE) applied to M-BEIR inputs.
+
+    Each input's text, with its instruction in front, is encoded; images are
+    ignored, so an image-only candidate gets an empty vector (it is reported
+    and not indexed) and an image-only query is its instruction alone.
+    """
+
+    kind = "splade-text-only"
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        self.name = encoder.name
+        self.vocab = encoder.vocab
+        self.ignored_images = 0
+
+    def _texts(self, inputs) -> list[str]:
+        from lsr.inputs import as_inputs
+
+        items = as_inputs(inputs)
+        self.ignored_images += sum(1 for x in items if x.image is not None)
+        return [x.text_with_instruction() for x in items]
+
+    def encode_queries(self, inputs):
+        return self.encoder.encode_queries(self._texts(inputs))
+
+    def encode_documents(self, inputs):
+        return self.encoder.encode_documents(self._texts(inputs))
+
+
+def model_kind(name: str) -> str:
+    """``sparse`` or ``dense`` for a model name: ``open_clip:`` / ``e5v:`` prefixes, the registry's kind of an
+    alias, a sentence-transformers or LLaVA directory; everything else (SPLADE, STAIR) is sparse."""
+    from encoders import dense  # noqa: F401 - registers the dense aliases
+    from encoders.dense import _is_llava_dir
+    from encoders.registry import aliases
+
+    if name.startswith(("open_clip:", "e5v:")):
+        return DENSE
+    known = aliases()
+    if name in known:
+        return DENSE if known[name].kind == "dense" else SPARSE
+    path = Path(os.path.expanduser(name))
+    if path.is_dir() and ((path / "modules.json").is_file() or (path / "config_sentence_transformers.json").is_file()
+                          or _is_llava_dir(path)):
+        return DENSE
+    return SPARSE
+
+
+def load_model(name: str, kind: str = "auto", *, device: str | None = None, dtype: str = "auto",
+               batch_size: int = 32, max_length: int | None = None, progress: bool = True):
+    """``(encoder, kind)`` for a model name; SPLADE models are wrapped in :class:`TextOnlySparse`."""
+    from encoders.registry import resolve
+
+    kind = model_kind(name) if kind == "auto" else kind
+    if kind == DENSE:
+        from encoders.dense import load_embedder
+
+        return load_embedder(name, device=device, batch_size=batch_size, max_length=max_length,
+                             progress=progress), DENSE
+    loc = resolve(name)
+    if loc.kind == "stair":
+        from encoders.stair import StairEncoder
+
+        return StairEncoder(name, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
+                            progress=progress), SPARSE
+    from encoders.splade import SpladeEncoder
+
+    options = {"max_length": max_length} if max_length else {}
+    return TextOnlySparse(SpladeEncoder(name, device=device, dtype=dtype, batch_size=batch_size, progress=progress,
+                                        **options)), SPARSE
+
+
+# ---------------------------------------------------------- sparse, Lucene
+def _check_sparse(encoder) -> None:
+    from lsr.errors import InputError
+
+    missing = [a for a in ("name", "vocab", "encode_queries", "encode_documents") if not hasattr(encoder, a)]
+    if missing:
+        raise InputError(f"{type(encoder).__name__} is not a sparse encoder (missing {', '.join(missing)})")
+
+
+def _encode_sparse(encoder, inputs, ids: Sequence[str], role: str, chunk_size: int, progress: bool,
+                   max_terms: int | None = None):
+    """Yield SparseBatches with ids, ``chunk_size`` inputs at a time (each row pruned to its ``max_terms``
+    largest weights when given)."""
+    from tqdm.auto import tqdm
+
+    from lsr.errors import InputError
+    from lsr.sparse import SparseBatch
+
+    fn = encoder.encode_queries if role == "query" else encoder.encode_documents
+    desc = "encode queries" if role == "query" else "encode candidates"
+    with tqdm(total=len(inputs), unit="input", desc=desc, disable=not progress) as bar:
+        for s in range(0, len(inputs), chunk_size):
+            chunk = list(inputs[s:s + chunk_size])
+            batch = fn(chunk)
+            if not isinstance(batch, SparseBatch) or len(batch) != len(chunk):
+                raise InputError(f"{encoder.name}: encode_{role}s must return a SparseBatch with one row per input "
+                                 f"(got {type(batch).__name__} for {len(chunk)} inputs)")
+            bar.update(len(chunk))
+            if max_terms:
+                batch = batch.topk(max_terms)
+            yield batch.with_ids(ids[s:s + chunk_size])
+
+
+def build_sparse_index(encoder, mset, workdir: str | os.PathLike, quantizer=None, chunk_size: int = 256,
+                       threads: int | None = None, progress: bool = True, max_terms: int | None = None) -> Path:
+    """Encode the whole pool, write quantized vectors and build a Lucene impact index; returns its path.
+
+    ``max_terms`` keeps only the largest weights of each candidate vector.
+    Candidates whose vector is empty after quantization are listed in
+    ``WORKDIR/vectors/report.jsonl`` and are not indexed (they cannot be retrieved).
+    """
+    from anserini_bridge.index import build_index
+    from lsr.errors import InputError
+    from lsr.quantize import Quantizer
+    from lsr.vectors import VectorWriter
+
+    _check_sparse(encoder)
+    workdir = Path(workdir)
+    vecdir, index_dir = workdir / "vectors", workdir / "index"
+    inputs = mset.candidate_inputs()
+    dids = [c.did for c in mset.pool]
+    contents = [c.text or Path(c.image).name for c in mset.pool]
+    with VectorWriter(vecdir, quantizer or Quantizer(), encoder=encoder.name, vocab=encoder.vocab,
+                      overwrite=True, extra={"mbeir_pool": len(dids)}) as writer:
+        start = 0
+        for batch in _encode_sparse(encoder, inputs, dids, "document", chunk_size, progress, max_terms):
+            writer.write(batch, contents[start:start + len(batch)])
+            start += len(batch)
+    if writer.info.documents_written == 0:
+        raise InputError(f"{encoder.name} gave an empty vector to every one of the {len(dids)} candidates; "
+                         "nothing can be indexed")
+    build_index(vecdir, index_dir, threads=threads, overwrite=True, store_vectors=False, progress=progress)
+    return index_dir
+
+
+def _allow_query_terms(n_terms: int) -> None:
+    """Let Lucene accept queries of ``n_terms`` terms.
+
+    Lucene refuses a boolean query with more clauses than
+    ``IndexSearcher.getMaxClauseCount()`` (1024 by default), and Anserini's
+    batch search then fails as a whole. Learned sparse queries can be much
+    longer (an untrained or image-heavy STAIR model activates thousands of
+    word pieces), so the process-wide limit is raised to the longest query.
+    """
+    from anserini_bridge import jvm
+
+    searcher_class = jvm.autoclass("org.apache.lucene.search.IndexSearcher")
+    if n_terms > searcher_class.getMaxClauseCount():
+        searcher_class.setMaxClauseCount(int(n_terms))
+
+
+def sparse_runs(encoder, mset, query_inputs, index_dir: str | os.PathLike, depth: int = 50,
+                scopes: Iterable[str] = ("local", "global"), chunk_size: int = 256, threads: int | None = None,
+                progress: bool = True, max_terms: int | None = None):
+    """Search the impact index with the encoded queries; ``Runs`` for each scope at ``depth``.
+
+    ``max_terms`` keeps only the largest weights of each query vector.
+
+    Local results are the index's ranking restricted to the row's local pool;
+    queries whose first ``4 * depth`` hits hold fewer than ``depth`` local
+    candidates are searched again, 8 times deeper each round, up to the whole index.
+    """
+    from anserini_bridge.search import ImpactSearcher
+    from lsr.errors import InputError
+    from lsr.mbeir import Runs, restrict
+    from lsr.sparse import SparseBatch
+
+    _check_sparse(encoder)
+    scopes = tuple(scopes)
+    if depth < 1:
+        raise InputError(f"depth must be at least 1, got {depth}")
+    qids = [q.qid for q in mset.queries]
+    if len(query_inputs) != len(qids):
+        raise InputError(f"{len(query_inputs)} query inputs for {len(qids)} queries")
+    queries = SparseBatch.concat(list(_encode_sparse(encoder, list(query_inputs), qids, "query", chunk_size,
+                                                     progress, max_terms)))
+    out: dict = {}
+    with ImpactSearcher(index_dir) as searcher:
+        searcher.check_encoder(encoder.name, encoder.vocab.fingerprint)
+        _allow_query_terms(int(queries.nnz.max()) if len(queries) else 0)
+        n_docs = searcher.num_docs
+        k = max(1, min(n_docs, depth * 4 if "local" in scopes else depth))
+        first = searcher.batch_search(queries, qids, k=k, threads=threads)
+        if "global" in scopes:
+            out["global"] = {q: first[q][:depth] for q in qids}
+        if "local" in scopes:
+            local, pending, rounds = {}, [], 1
+            for i, q in enumerate(qids):
+                got = restrict(first[q], mset.scope_dids("local", mset.row_of(q)), depth)
+                if len(got) >= depth or len(first[q]) < k or k >= n_docs:
+                    local[q] = got
+                else:
+                    pending.append(i)
+            while pending:
+                k = min(n_docs, k * 8)
+                rounds += 1
+                sub_ids = [qids[i] for i in pending]
+                res = searcher.batch_search(queries.select(pending), sub_ids, k=k, threads=threads)
+                still = []
+                for i in pending:
+                    q = qids[i]
+                    got = restrict(res[q], mset.scope_dids("local", mset.row_of(q)), depth)
+                    if len(got) >= depth or len(res[q]) < k or k >= n_docs:
+                        local[q] = got
+                    else:
+                        still.append(i)
+                pending = still
+            out["local"] = local
+        info = {"indexed": n_docs, "pool": len(mset.pool), "search_rounds": rounds if "local" in scopes else 1,
+                "empty_queries": int((queries.nnz == 0).sum()), "query_terms_max": int(queries.nnz.max()),
+                "query_terms_mean": float(queries.nnz.mean())}
+    return Runs(encoder.name, out, SPARSE, info)
+
+
+def evaluate_model(encoder, kind: str, mset, query_inputs, workdir: str | os.PathLike, depth: int = 50,
+                   scopes: Iterable[str] = ("local", "global"), quantizer=None, threads: int | None = None,
+                   chunk_size: int = 256, progress: bool = True, max_query_terms: int | None = None,
+                   max_doc_terms: int | None = None):
+    """``Runs`` of one model: an impact index for a sparse one, exhaustive cosine for a dense one."""
+    from lsr.mbeir import dense_runs
+
+    if kind == DENSE:
+        return dense_runs(encoder, mset, query_inputs, depth, scopes, chunk_size=chunk_size, workdir=workdir,
+                          progress=progress)
+    index_dir = build_sparse_index(encoder, mset, workdir, quantizer, chunk_size, threads, progress, max_doc_terms)
+    return sparse_runs(encoder, mset, query_inputs, index_dir, depth, scopes, chunk_size, threads, progress,
+                       max_query_terms)
+
+
+# ------------------------------------------------------------------- command
+def _find(path: str, root: Path, what: str) -> str:
+    from lsr.errors import InputError
+
+    p = Path(path)
+    if p.exists():
+        return str(p)
+    if not p.is_absolute() and (root / p).exists():
+        return str(root / p)
+    raise InputError(f"{what} {path!r} not found (also looked under --data {root})")
+
+
+def cmd_eval_mbeir(args) -> int:
+    from lsr.errors import InputError
+    from lsr.mbeir import Runs, evaluate, fuse_runs, load_set, read_instructions
+    from lsr.quantize import Quantizer
+
+    root = Path(args.data)
+    if not root.is_dir():
+        raise InputError(f"--data {root}: not a directory (the M-BEIR data root)")
+    if args.k0 < 1:
+        raise InputError(f"--k0 must be at least 1, got {args.k0}")
+    for flag, value in (("--max-query-terms", args.max_query_terms), ("--max-doc-terms", args.max_doc_terms)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be at least 1, got {value}")
+    queries = [_find(p, root, "query file") for p in args.queries]
+    pool = [_find(p, root, "candidate pool") for p in args.pool]
+    qrels = [_find(p, root, "qrels file") for p in args.qrels] if args.qrels else None
+    t0 = time.perf_counter()
+    mset = load_set(root, queries, pool, qrels, check_images=not args.no_check_images)
+    instructions = None
+    if args.instruction_mode != "none":
+        path = Path(args.instructions) if args.instructions else root / "instructions" / "query_instructions.tsv"
+        if not path.is_file():
+            raise InputError(f"instructions file {path} not found; pass --instructions FILE or evaluate without "
+                             "instructions (--instruction-mode none)")
+        instructions = read_instructions(path)
+    query_inputs = mset.query_inputs(instructions, args.instruction_mode, args.prompt, args.seed)
+    how = {"fixed": f"fixed prompt {args.prompt}", "random": f"random prompt per query (seed {args.seed})",
+           "none": "none"}[args.instruction_mode]
+    print(f"read {len(mset.queries)} queries in {len(mset.rows)} task rows and {len(mset.pool)} candidates "
+          f"in {time.perf_counter() - t0:.1f}s; instructions: {how}", file=sys.stderr)
+
+    scopes = [s for s in ("local", "global") if s in args.scope]
+    depth = max(50, args.k0) if args.rerank else 50
+    quantizer = Quantizer(args.scale, args.max_value)
+    tmp = None
+    if args.workdir:
+        work = Path(args.workdir)
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="lsr-mbeir-")
+        work = Path(tmp.name)
+    try:
+        systems = []
+        for i, name in enumerate([args.model, *args.rerank]):
+            kind = args.model_kind if i == 0 else "auto"
+            encoder, kind = load_model(name, kind, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                                       max_length=args.max_length)
+            t1 = time.perf_counter()
+            runs = evaluate_model(encoder, kind, mset, query_inputs, work / f"model-{i}", depth, scopes, quantizer,
+                                  args.threads, chunk_size=max(args.batch_size, 256),
+                                  max_query_terms=args.max_query_terms, max_doc_terms=args.max_doc_terms)
+            runs.name = name
+            where = "Lucene impact index" if kind == SPARSE else "exhaustive cosine"
+            note = ""
+            if "query_terms_mean" in runs.info:
+                note += f"; {runs.info['indexed']} candidates indexed, {runs.info['query_terms_mean']:.0f} terms " \
+                        "per query on average"
+            if isinstance(encoder, TextOnlySparse) and encoder.ignored_images:
+                note += f"; text-only model, {encoder.ignored_images} images ignored"
+            print(f"{name}: {kind}, {where}, {time.perf_counter() - t1:.1f}s{note}", file=sys.stderr)
+            what = f"{kind}, {where}"
+            if kind == SPARSE and (args.max_query_terms or args.max_doc_terms):
+                what += f", pruned to {args.max_query_terms or 'all'} query / {args.max_doc_terms or 'all'} " \
+                        "candidate terms"
+            if isinstance(encoder, TextOnlySparse):
+                what += ", text only"
+            systems.append((runs, what))
+        if args.rerank:
+            top = [Runs(r.name, {s: {q: hits[:args.k0] for q, hits in run.items()} for s, run in r.scopes.items()},
+                        r.kind) for r, _ in systems]
+            fused = fuse_runs(top, args.fusion, rrf_k=args.rrf_k, alpha=args.alpha, norm=args.norm, depth=depth,
+                              name="fused: " + " + ".join(r.name for r in top))
+            systems.append((fused, f"hybrid, {fused.info['fusion']} over the top {args.k0} of each"))
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    reports = []
+    for runs, what in systems:
+        report = evaluate(mset, runs, {"model": runs.name, "evaluated_as": what, "instructions": how, **runs.info})
+        reports.append(report)
+        print(f"\n{runs.name} ({what}); instructions: {how}")
+        print(report.table())
+    if args.json:
+        out = {"data": str(root), "queries": len(mset.queries), "candidates": len(mset.pool), "instructions": how,
+               "systems": [r.to_dict() for r in reports]}
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.json}", file=sys.stderr)
+    return 0
