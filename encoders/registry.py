@@ -6,7 +6,8 @@ A model is named in one of three ways:
   installed from the package registry or to a hub id;
 * ``hf:ORG/NAME`` for a Hugging Face hub id (needs network access or a filled
   local cache);
-* a local directory path.
+* a local directory path. A directory holding a kind marker file (see
+  :data:`KIND_MARKERS`, e.g. ``lsr-stair.json``) is reported as that kind.
 
 Names are never guessed from substrings.
 """
@@ -20,6 +21,11 @@ from pathlib import Path
 from typing import Callable
 
 from lsr.errors import EnvironmentProblem, InputError
+
+
+#: Marker files that name the kind of a saved model directory.
+STAIR_MARKER = "lsr-stair.json"
+KIND_MARKERS: dict[str, str] = {STAIR_MARKER: "stair"}
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,8 @@ def resolve(name: str, default_kind: str = "splade") -> ModelLocation:
         return ModelLocation(name, default_kind, hub_id, False)
     path = Path(os.path.expanduser(name))
     if path.is_dir():
-        return ModelLocation(name, default_kind, str(path.resolve()), True)
+        kind = next((k for marker, k in KIND_MARKERS.items() if (path / marker).is_file()), default_kind)
+        return ModelLocation(name, kind, str(path.resolve()), True)
     known = ", ".join(sorted(_ALIASES))
     raise InputError(f"model {name!r} is neither a known alias ({known}), an hf:ORG/NAME hub id, "
                      "nor an existing directory")

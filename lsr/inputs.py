@@ -84,6 +84,8 @@ def load_image(image: Any, max_pixels: int = 16_000_000):
                                      f"{max_pixels}; resize it first")
                 im.load()
                 return im.convert("RGB")
+        except InputError:
+            raise
         except UnidentifiedImageError:
             raise InputError(f"image {path}: not a readable image file") from None
         except (OSError, SyntaxError, ValueError) as e:

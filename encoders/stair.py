@@ -1,0 +1,788 @@
+"""STAIR: images, texts and image+text pairs as sparse vectors over one text vocabulary.
+
+The image side is a CLIP image tower from open_clip followed by a token
+prediction head shaped like BERT's masked-LM head (dense -> GELU -> LayerNorm
+-> projection to the vocabulary). Its logits at every image token position are
+max-pooled and saturated, ``log(1 + relu(max_t logits))``, giving one weight
+per word piece. The text side is the SPLADE encoder (a masked LM). An input
+with both an image and text gets the element-wise max of the two vectors.
+
+Every vector lives in the text model's vocabulary, so images, texts and mixed
+inputs go through the same quantization, export and Lucene index.
+
+A saved model is a directory::
+
+    DIR/lsr-stair.json      kind marker and configuration (open_clip config, preprocessing, head, flags)
+    DIR/model.safetensors   all weights: ``visual.*``, ``head.*``, ``text.*``
+    DIR/text/               the text model's Hugging Face config and tokenizer files
+
+and :func:`encoders.registry.resolve` reports such a directory as kind ``"stair"``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lsr.errors import EnvironmentProblem, InputError
+from lsr.inputs import Input, as_inputs, load_image
+from lsr.pooling import log_saturation, splade_pool
+from lsr.sparse import SparseBatch, max_fuse
+
+from .registry import STAIR_MARKER, resolve
+from .splade import EncodeStats, SpladeEncoder, pick_device, pick_dtype
+
+FORMAT = "lsr-stair/1"
+WEIGHTS_FILE = "model.safetensors"
+TEXT_DIR = "text"
+
+#: Small open_clip configurations for tests and synthetic experiments (random init only).
+TINY_IMAGE_CONFIGS: dict[str, dict] = {
+    "stair-tiny-vit": {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 128, "head_width": 32, "patch_size": 8},
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
+    },
+}
+
+_CONFIG_DIR: Path | None = None
+
+
+def _open_clip():
+    try:
+        import open_clip
+    except ImportError as e:  # pragma: no cover - depends on the installation
+        raise EnvironmentProblem(f"open_clip is needed for image encoders ({e}); pip install open_clip_torch "
+                                 "torchvision") from None
+    return open_clip
+
+
+# ------------------------------------------------------------ image towers
+def register_image_config(name: str, config: dict) -> str:
+    """Make an open_clip model configuration available to ``open_clip.create_model`` as ``name``.
+
+    ``config`` is an open_clip model config (``embed_dim``, ``vision_cfg``,
+    ``text_cfg``). Registering the same config twice is a no-op; a different
+    config under a name open_clip already knows is refused.
+    """
+    global _CONFIG_DIR
+    open_clip = _open_clip()
+    if not isinstance(config, dict) or not all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
+        raise InputError(f"image model config {name!r} needs 'embed_dim', 'vision_cfg' and 'text_cfg'")
+    if not name or "/" in name or os.sep in name:
+        raise InputError(f"image model name {name!r} must be a plain name")
+    if name in open_clip.list_models():
+        if open_clip.get_model_config(name) == config:
+            return name
+        raise InputError(f"open_clip already has a different model called {name!r}; register under another name")
+    if _CONFIG_DIR is None:
+        _CONFIG_DIR = Path(tempfile.mkdtemp(prefix="lsr-open-clip-configs-"))
+        atexit.register(shutil.rmtree, _CONFIG_DIR, True)
+    path = _CONFIG_DIR / f"{name}.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    open_clip.add_model_config(path)
+    return name
+
+
+def _looks_like_file(pretrained: str) -> bool:
+    return (os.sep in pretrained or "/" in pretrained or pretrained.startswith(("~", "."))
+            or Path(pretrained).suffix.lower() in (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz"))
+
+
+def build_image_tower(image_model: str, pretrained: str | None = None,
+                      image_config: dict | None = None) -> tuple[nn.Module, dict, dict]:
+    """An open_clip image tower: ``(visual module, open_clip model config, preprocessing config)``.
+
+    ``image_model`` is any open_clip model name (``open_clip.list_models()``)
+    or a name from :data:`TINY_IMAGE_CONFIGS`; ``image_config`` registers a
+    custom config under that name first. ``pretrained`` is ``None`` (random
+    initialisation), an open_clip tag such as ``"laion2b_s34b_b88k"``
+    (downloaded by open_clip; needs network access or its cache) or a local
+    checkpoint file (a full open_clip state dict, or the image tower alone,
+    with or without the ``visual.`` prefix).
+    """
+    open_clip = _open_clip()
+    if image_config is not None:
+        register_image_config(image_model, image_config)
+    elif image_model in TINY_IMAGE_CONFIGS:
+        register_image_config(image_model, TINY_IMAGE_CONFIGS[image_model])
+    if image_model not in open_clip.list_models():
+        raise InputError(f"image model {image_model!r} is not an open_clip model name; see "
+                         "open_clip.list_models() (e.g. ViT-B-16) or register a config with register_image_config")
+    config = open_clip.get_model_config(image_model)
+    if pretrained is None or pretrained == "":
+        model = _random_init(image_model)
+    elif Path(os.path.expanduser(pretrained)).is_file() or _looks_like_file(pretrained):
+        model = _from_checkpoint_file(image_model, Path(os.path.expanduser(pretrained)))
+    else:
+        tags = open_clip.list_pretrained_tags_by_model(image_model)
+        if pretrained not in tags:
+            raise InputError(f"pretrained {pretrained!r} is neither an existing checkpoint file nor an open_clip tag of "
+                             f"{image_model} (tags: {', '.join(tags) or 'none'})")
+        try:
+            model = open_clip.create_model(image_model, pretrained=pretrained)
+        except Exception as e:  # noqa: BLE001 - download and conversion errors from open_clip
+            raise EnvironmentProblem(
+                f"cannot load open_clip weights {image_model}/{pretrained} ({_first_line(e)}); tags are downloaded "
+                "from the model hub, which needs network access: download the checkpoint once and pass its path "
+                "as pretrained") from None
+    visual = model.visual
+    preprocess = dict(getattr(visual, "preprocess_cfg", None) or {})
+    preprocess.setdefault("size", getattr(visual, "image_size", 224))
+    del model  # the text tower of the CLIP model is not used
+    return visual, config, _plain(preprocess)
+
+
+def _random_init(image_model: str) -> nn.Module:
+    """``open_clip.create_model`` without weights, without its "initialized randomly" warning."""
+    import logging
+
+    open_clip = _open_clip()
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        return open_clip.create_model(image_model)
+    finally:
+        logging.disable(previous)
+
+
+def _from_checkpoint_file(image_model: str, path: Path) -> nn.Module:
+    open_clip = _open_clip()
+    from open_clip.factory import load_state_dict
+
+    if not path.is_file():
+        raise InputError(f"checkpoint {path}: file not found")
+    try:
+        state = load_state_dict(str(path))
+    except Exception as e:  # noqa: BLE001 - torch.load / safetensors raise many types on bad files
+        raise InputError(f"checkpoint {path}: not a readable torch or safetensors checkpoint ({_first_line(e)})") from None
+    if not isinstance(state, dict) or not state:
+        raise InputError(f"checkpoint {path}: holds no state dict")
+    model = _random_init(image_model)
+    if any(k.startswith("visual.") for k in state) and any(not k.startswith("visual.") for k in state):
+        try:
+            open_clip.load_checkpoint(model, str(path), strict=True)
+            return model
+        except Exception:  # noqa: BLE001 - fall back to the image tower part of the file
+            pass
+    sub = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")} or state
+    try:
+        model.visual.load_state_dict(sub, strict=True)
+    except RuntimeError as e:
+        raise InputError(f"checkpoint {path}: does not fit open_clip model {image_model} "
+                         f"({_first_line(e)}); pass the model name the checkpoint was trained with") from None
+    return model
+
+
+def _plain(obj):
+    """JSON-friendly copy (tuples become lists)."""
+    return json.loads(json.dumps(obj))
+
+
+def _first_line(e: Exception) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0][:300] if s else type(e).__name__
+
+
+# ----------------------------------------------------------------- modules
+class TokenHead(nn.Module):
+    """Dense -> GELU -> LayerNorm -> projection to the vocabulary (the shape of BERT's MLM head)."""
+
+    def __init__(self, in_dim: int, hidden: int, vocab_size: int, eps: float = 1e-12):
+        super().__init__()
+        self.dense = nn.Linear(in_dim, hidden)
+        self.act = nn.GELU()
+        self.norm = nn.LayerNorm(hidden, eps=eps)
+        self.decoder = nn.Linear(hidden, vocab_size)
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.act(self.dense(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(x))
+
+    @torch.no_grad()
+    def init_from_mlm(self, text_model: nn.Module) -> list[str]:
+        """Copy the text model's MLM head where shapes allow; returns the names of the copied parts."""
+        dense, norm, decoder = _mlm_head_parts(text_model)
+        copied = []
+        for name, src, dst in (("dense", dense, self.dense), ("norm", norm, self.norm), ("decoder", decoder, self.decoder)):
+            if src is None or src.weight.shape != dst.weight.shape:
+                continue
+            dst.weight.copy_(src.weight)
+            if getattr(src, "bias", None) is not None and dst.bias is not None and src.bias.shape == dst.bias.shape:
+                dst.bias.copy_(src.bias)
+            copied.append(name)
+        return copied
+
+
+def _mlm_head_parts(model: nn.Module):
+    """``(dense, layer_norm, decoder)`` of a BERT- or RoBERTa-style MLM head (missing parts are ``None``)."""
+    decoder = model.get_output_embeddings()
+    transform = getattr(getattr(getattr(model, "cls", None), "predictions", None), "transform", None)
+    if transform is not None:  # BERT
+        return getattr(transform, "dense", None), getattr(transform, "LayerNorm", None), decoder
+    lm_head = getattr(model, "lm_head", None)
+    if lm_head is not None:  # RoBERTa
+        return getattr(lm_head, "dense", None), getattr(lm_head, "layer_norm", None), decoder
+    return None, None, decoder
+
+
+class StairModel(nn.Module):
+    """The trainable modules: ``visual`` (open_clip image tower), ``head`` (token prediction), ``text`` (masked LM)."""
+
+    def __init__(self, visual: nn.Module, head: TokenHead, text: nn.Module):
+        super().__init__()
+        self.visual = visual
+        self.head = head
+        self.text = text
+
+    def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Final hidden states at every image token position, ``[batch, positions, width]``."""
+        fmt = "NLC" if hasattr(self.visual, "class_embedding") else "NCHW"
+        out = self.visual.forward_intermediates(pixels, indices=1, normalize_intermediates=True,
+                                                intermediates_only=True, output_fmt=fmt, output_extra_tokens=True)
+        tokens = out["image_intermediates"][-1]
+        if tokens.dim() == 4:  # [B, C, H, W] feature map
+            tokens = tokens.flatten(2).transpose(1, 2)
+        prefix = out.get("image_intermediates_prefix")
+        if prefix:
+            tokens = torch.cat([prefix[-1], tokens], dim=1)
+        return tokens
+
+    def image_logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Token-prediction logits at every image position, ``[batch, positions, vocab]``."""
+        return self.head(self.image_tokens(pixels))
+
+    def image_pooled_logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``max`` over image positions of the token-prediction logits, ``[batch, vocab]``.
+
+        The same numbers as ``image_logits(pixels).amax(dim=1)``, computed by
+        :func:`max_projection` without materialising every position's logits.
+        """
+        hidden = self.head.transform(self.image_tokens(pixels))
+        return max_projection(hidden, self.head.decoder.weight, self.head.decoder.bias)
+
+    def text_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.text(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+# ----------------------------------------------------------------- encoder
+class StairEncoder:
+    """Images, texts and image+text inputs to sparse vectors over the text vocabulary.
+
+    ``StairEncoder(path)`` loads a saved STAIR directory (or a registered
+    alias of kind ``stair``). ``StairEncoder(image_model=..., pretrained=...,
+    text_model=...)`` builds a new model: an open_clip image tower (random
+    init, an open_clip tag or a local checkpoint file), a token-prediction
+    head initialised from the text model's MLM head where shapes allow, and
+    the SPLADE text model.
+
+    ``encode_documents`` / ``encode_queries`` take :class:`lsr.inputs.Input`
+    objects or strings and return a :class:`~lsr.sparse.SparseBatch`. Text is
+    encoded by :class:`~encoders.splade.SpladeEncoder` (after the instruction
+    is prepended, when one is given), images by the image side, and inputs
+    with both get the element-wise max of the two vectors.
+
+    ``text_expansion=False`` restricts text vectors to the word pieces that
+    occur in the text (what stage 1 of STAIR training optimises).
+    """
+
+    kind = "stair"
+
+    def __init__(
+        self,
+        model: str | os.PathLike | None = None,
+        *,
+        image_model: str = "ViT-B-16",
+        pretrained: str | None = None,
+        image_config: dict | None = None,
+        text_model: str = "splade-tiny",
+        head_init: str = "random",
+        text_expansion: bool = True,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        progress: bool = False,
+    ):
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        if batch_size < 1:
+            raise InputError(f"batch_size must be positive, got {batch_size}")
+        if max_length is not None and max_length < 2:
+            raise InputError(f"max_length must be at least 2, got {max_length}")
+        self.batch_size = batch_size
+        self.progress = progress
+        if model is not None:
+            loc = resolve(str(model), default_kind="stair")
+            if loc.kind != "stair":
+                raise InputError(f"model {model!r} is a {loc.kind} model, not a STAIR directory "
+                                 f"(a STAIR directory has {STAIR_MARKER}); for a new model pass image_model=...")
+            self._load(Path(loc.source))
+            self.name = str(model)
+            if max_length is not None:
+                self.max_length = max_length
+        else:
+            self._create(image_model, pretrained, image_config, text_model, head_init)
+            self.name = f"stair:{image_model}+{text_model}"
+            self.text_expansion = bool(text_expansion)
+            self.max_length = max_length or 256
+        self.model.to(device=self.device, dtype=self.dtype).eval()
+        self._setup()
+        self.last_stats = EncodeStats()
+
+    # ------------------------------------------------------------ building
+    def _create(self, image_model, pretrained, image_config, text_model, head_init) -> None:
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        visual, cfg, preprocess = build_image_tower(image_model, pretrained, image_config)
+        loc = resolve(text_model)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(loc.source)
+            text = AutoModelForMaskedLM.from_pretrained(loc.source, dtype=torch.float32)
+        except OSError as e:
+            hint = "" if loc.is_local else " (hub models need network access or a local copy: pass a directory)"
+            raise EnvironmentProblem(f"cannot load text model {text_model!r} from {loc.source}: {e}{hint}") from None
+        self.tokenizer = tokenizer
+        width = _probe_width(visual, preprocess)
+        dense, norm, decoder = _mlm_head_parts(text)
+        hidden = decoder.weight.shape[1]
+        eps = getattr(norm, "eps", 1e-12) if norm is not None else 1e-12
+        head = TokenHead(width, hidden, decoder.weight.shape[0], eps)
+        if head_init == "mlm":
+            self.head_copied = head.init_from_mlm(text)
+        elif head_init == "random":
+            self.head_copied = []
+        else:
+            raise InputError(f"head_init must be 'mlm' or 'random', not {head_init!r}")
+        self.model = StairModel(visual, head, text)
+        self.config = {
+            "format": FORMAT,
+            "image_model": image_model,
+            "image_config": _plain(cfg),
+            "pretrained": pretrained,
+            "preprocess": preprocess,
+            "image_width": width,
+            "head_hidden": hidden,
+            "head_eps": eps,
+            "text_model": text_model,
+        }
+
+    def _load(self, path: Path) -> None:
+        from safetensors.torch import load_model
+        from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        marker = path / STAIR_MARKER
+        try:
+            config = json.loads(marker.read_text(encoding="utf-8"))
+            if config.get("format") != FORMAT:
+                raise ValueError(f"unknown format {config.get('format')!r}")
+            image_model = config["image_model"]
+        except (OSError, ValueError, KeyError, UnicodeDecodeError) as e:
+            raise InputError(f"{marker}: not a readable STAIR configuration ({e})") from None
+        open_clip = _open_clip()
+        cfg = config.get("image_config")
+        if image_model not in open_clip.list_models():
+            register_image_config(image_model, cfg)
+        elif open_clip.get_model_config(image_model) != cfg:  # a different model under a known name
+            image_model = register_image_config(f"{image_model}-{_short_hash(cfg)}", cfg)
+        visual = _random_init(image_model).visual
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path / TEXT_DIR))
+            text = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(str(path / TEXT_DIR)))
+        except (OSError, ValueError) as e:
+            raise InputError(f"{path / TEXT_DIR}: the text model's config or tokenizer is missing ({e})") from None
+        vocab_size = text.get_output_embeddings().weight.shape[0]
+        head = TokenHead(int(config["image_width"]), int(config["head_hidden"]), vocab_size,
+                         float(config.get("head_eps", 1e-12)))
+        self.model = StairModel(visual, head, text)
+        weights = path / WEIGHTS_FILE
+        if not weights.is_file():
+            raise InputError(f"{weights}: file not found; the STAIR directory is incomplete")
+        try:
+            load_model(self.model, str(weights), strict=True)
+        except Exception as e:  # noqa: BLE001 - safetensors header / shape errors
+            raise InputError(f"{weights}: cannot load the weights ({_first_line(e)})") from None
+        self.tokenizer = tokenizer
+        self.config = config
+        self.text_expansion = bool(config.get("text_expansion", True))
+        self.max_length = int(config.get("max_length", 256))
+        self.head_copied = []
+
+    def _setup(self) -> None:
+        open_clip = _open_clip()
+        pp = self.config["preprocess"]
+        size = pp.get("size", 224)
+        self.image_size = tuple(size) if isinstance(size, (list, tuple)) else (int(size), int(size))
+        self.preprocess = open_clip.image_transform(
+            self.image_size, is_train=False, mean=tuple(pp.get("mean") or ()) or None,
+            std=tuple(pp.get("std") or ()) or None, resize_mode=pp.get("resize_mode"),
+            interpolation=pp.get("interpolation"), fill_color=pp.get("fill_color", 0))
+        self._mean = torch.tensor(pp.get("mean") or open_clip.OPENAI_DATASET_MEAN, dtype=torch.float32).view(3, 1, 1)
+        self._std = torch.tensor(pp.get("std") or open_clip.OPENAI_DATASET_STD, dtype=torch.float32).view(3, 1, 1)
+        self.text_encoder = SpladeEncoder(self.name, hf_model=self.model.text, tokenizer=self.tokenizer,
+                                          device=str(self.device), dtype=self.dtype, max_length=self.max_length,
+                                          batch_size=self.batch_size)
+        self.max_length = self.text_encoder.max_length
+        self.vocab = self.text_encoder.vocab
+        self._excluded = torch.tensor(sorted(self.vocab.special_ids), dtype=torch.long, device=self.device)
+        self.model.eval()
+
+    def to(self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> "StairEncoder":
+        """Move (and cast) the model; returns ``self``."""
+        if device is not None:
+            self.device = pick_device(str(device))
+        if dtype is not None:
+            self.dtype = pick_dtype(dtype, self.device)
+        self.model.to(device=self.device, dtype=self.dtype)
+        self._setup()
+        return self
+
+    # ---------------------------------------------------------------- saving
+    def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Write the model directory (weights in safetensors, configuration in JSON)."""
+        from safetensors.torch import save_model
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        config = dict(self.config, text_expansion=self.text_expansion, max_length=self.max_length,
+                      vocab_size=len(self.vocab), vocab_fingerprint=self.vocab.fingerprint, **(extra or {}))
+        (path / TEXT_DIR).mkdir(exist_ok=True)
+        self.model.text.config.save_pretrained(str(path / TEXT_DIR))
+        self.tokenizer.save_pretrained(str(path / TEXT_DIR))
+        tmp = path / (WEIGHTS_FILE + ".tmp")
+        save_model(self.model, str(tmp))
+        os.replace(tmp, path / WEIGHTS_FILE)
+        (path / STAIR_MARKER).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        return path
+
+    def load_weights(self, path: str | os.PathLike) -> None:
+        """Load the weights of a saved directory with the same architecture into this model."""
+        from safetensors.torch import load_model
+
+        weights = Path(path) / WEIGHTS_FILE
+        try:
+            load_model(self.model, str(weights), strict=True, device=str(self.device))
+        except FileNotFoundError:
+            raise InputError(f"{weights}: file not found") from None
+        except Exception as e:  # noqa: BLE001
+            raise InputError(f"{weights}: does not fit this model ({_first_line(e)})") from None
+
+    # ------------------------------------------------------------ parameters
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``{"image": tower + head parameters, "text": text model parameters}``."""
+        return {"image": list(self.model.visual.parameters()) + list(self.model.head.parameters()),
+                "text": list(self.model.text.parameters())}
+
+    def image_modules(self) -> list[nn.Module]:
+        return [self.model.visual, self.model.head]
+
+    def text_modules(self) -> list[nn.Module]:
+        return [self.model.text]
+
+    # ------------------------------------------------------------------ API
+    def encode_documents(self, inputs: Sequence[Input | str], ids: Sequence[str] | None = None) -> SparseBatch:
+        return self._encode_all(inputs, ids)
+
+    def encode_queries(self, inputs: Sequence[Input | str], ids: Sequence[str] | None = None) -> SparseBatch:
+        return self._encode_all(inputs, ids)
+
+    def _encode_all(self, inputs, ids) -> SparseBatch:
+        inputs = _inputs_or_empty(inputs)
+        stats = EncodeStats()
+        parts = list(self.iter_encode(inputs, ids, stats=stats))
+        self.last_stats = stats
+        if not parts:
+            return SparseBatch.empty(self.vocab, 0, ids=() if ids is not None else None)
+        return SparseBatch.concat(parts)
+
+    def iter_encode(self, inputs: Sequence[Input | str], ids: Sequence[str] | None = None, chunk_size: int = 8192,
+                    stats: EncodeStats | None = None) -> Iterator[SparseBatch]:
+        """Encode in chunks of ``chunk_size`` inputs, yielding one batch per chunk in input order.
+
+        An empty or whitespace-only string gives an empty vector (as in
+        :class:`~encoders.splade.SpladeEncoder`).
+        """
+        inputs = _inputs_or_empty(inputs)
+        if ids is not None and len(ids) != len(inputs):
+            raise InputError(f"{len(ids)} ids for {len(inputs)} inputs")
+        stats = stats if stats is not None else EncodeStats()
+        bar = tqdm(total=len(inputs), unit="input", desc="encode", disable=not self.progress)
+        try:
+            for start in range(0, len(inputs), chunk_size):
+                chunk = inputs[start:start + chunk_size]
+                chunk_ids = tuple(ids[start:start + chunk_size]) if ids is not None else None
+                yield self._encode_chunk(chunk, chunk_ids, stats)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+
+    def encode_images(self, images: Sequence[Any], ids: Sequence[str] | None = None) -> SparseBatch:
+        """Image-only vectors for paths, PIL images or tensors."""
+        return self.encode_documents([Input(image=im) for im in images], ids)
+
+    def _encode_chunk(self, inputs: list[Input | None], ids, stats: EncodeStats) -> SparseBatch:
+        n = len(inputs)
+        stats.inputs += n
+        texts = [x.text_with_instruction() if x is not None else "" for x in inputs]
+        text_part = None
+        if any(texts):
+            text_stats = EncodeStats()
+            text_part = SparseBatch.concat(list(self.text_encoder.iter_encode(texts, None, stats=text_stats)))
+            stats.truncated += text_stats.truncated
+            if not self.text_expansion:
+                text_part = self._restrict_to_input_tokens(text_part, texts)
+        rows = [i for i, x in enumerate(inputs) if x is not None and x.image is not None]
+        image_part = None
+        if rows:
+            got = [self._image_batch([inputs[i].image for i in rows[s:s + self.batch_size]])
+                   for s in range(0, len(rows), self.batch_size)]
+            image_part = _scatter_rows(SparseBatch.concat(got), np.asarray(rows), n)
+        parts = [p for p in (text_part, image_part) if p is not None]
+        if not parts:
+            out = SparseBatch.empty(self.vocab, n)
+        else:
+            out = parts[0] if len(parts) == 1 else max_fuse(*parts)
+        stats.empty += int((out.nnz == 0).sum())
+        return out.with_ids(ids) if ids is not None else SparseBatch(out.indptr, out.indices, out.values, out.vocab)
+
+    def _restrict_to_input_tokens(self, batch: SparseBatch, texts: list[str]) -> SparseBatch:
+        token_ids, _ = self.text_encoder.tokenize(texts)
+        keep = np.zeros(batch.nnz_total, dtype=bool)
+        for i, toks in enumerate(token_ids):
+            s, e = batch.indptr[i], batch.indptr[i + 1]
+            if e > s and toks:
+                keep[s:e] = np.isin(batch.indices[s:e], np.asarray(toks))
+        return batch._replace_values(keep)
+
+    @torch.inference_mode()
+    def _image_batch(self, images: list[Any]) -> SparseBatch:
+        pixels = self.pixels(images).to(self.device, self.dtype, non_blocking=True)
+        pooled = log_saturation(self.model.image_pooled_logits(pixels).float())
+        if self._excluded.numel():
+            pooled[:, self._excluded] = 0.0
+        return SparseBatch.from_torch(pooled, self.vocab)
+
+    # ------------------------------------------------------- preprocessing
+    def pixels(self, images: Sequence[Any]) -> torch.Tensor:
+        """Model-ready ``[n, 3, H, W]`` float32 pixels (CPU) for paths, PIL images or tensors.
+
+        A ``[3, H, W]`` tensor already at the model's image size (uint8, or
+        float in [0, 1]) is only normalised; anything else is loaded with
+        :func:`lsr.inputs.load_image` (errors name the file) and goes through
+        open_clip's resize, crop and normalisation.
+        """
+        out = []
+        for im in images:
+            if isinstance(im, torch.Tensor) and im.dim() == 3 and im.shape[0] == 3 \
+                    and tuple(im.shape[1:]) == self.image_size:
+                x = im.detach().cpu()
+                x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+                if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+                    raise InputError("an image tensor must hold uint8 values or floats in [0, 1]")
+                out.append((x - self._mean) / self._std)
+            else:
+                out.append(self.preprocess(load_image(im)))
+        return torch.stack(out) if out else torch.zeros(0, 3, *self.image_size)
+
+    # ----------------------------------------------------------- training
+    def forward_inputs(self, inputs: Sequence[Input], mask_text_to_input: bool = False) -> torch.Tensor:
+        """Dense ``[n, |V|]`` float32 vectors with autograd, for training.
+
+        Text and image parts are pooled with :func:`lsr.pooling.splade_pool`
+        over full logits; mixed inputs take the element-wise max.
+        ``mask_text_to_input`` zeroes every text weight whose token does not
+        occur in that text (STAIR stage 1).
+        """
+        inputs = as_inputs(inputs)
+        n, vsize = len(inputs), len(self.vocab)
+        text_rows = [i for i, x in enumerate(inputs) if x.text_with_instruction()]
+        image_rows = [i for i, x in enumerate(inputs) if x.image is not None]
+        parts = []
+        if text_rows:
+            enc = self.tokenizer([inputs[i].text_with_instruction() for i in text_rows], padding=True,
+                                 truncation=True, max_length=self.max_length, return_tensors="pt")
+            ids = enc["input_ids"].to(self.device)
+            mask = enc["attention_mask"].to(self.device)
+            vec = splade_pool(self.model.text_logits(ids, mask), mask, self._excluded)
+            if mask_text_to_input:
+                present = torch.zeros_like(vec).scatter_(1, ids * mask, 1.0)
+                vec = vec * present
+            parts.append(_scatter_dense(vec, text_rows, n))
+        if image_rows:
+            pixels = self.pixels([inputs[i].image for i in image_rows]).to(self.device)
+            vec = log_saturation(self.model.image_pooled_logits(pixels).float())
+            if self._excluded.numel():
+                vec = vec.index_fill(1, self._excluded, 0.0)
+            parts.append(_scatter_dense(vec, image_rows, n))
+        if not parts:
+            return torch.zeros(n, vsize, device=self.device)
+        return parts[0] if len(parts) == 1 else torch.maximum(parts[0], parts[1])
+
+    def __repr__(self) -> str:
+        return f"StairEncoder({self.name!r}, device={self.device}, dtype={self.dtype})"
+
+
+def _inputs_or_empty(items) -> list[Input | None]:
+    """Like :func:`lsr.inputs.as_inputs`, but an empty or blank string becomes ``None`` (an empty vector)."""
+    if isinstance(items, (str, Input)):
+        return as_inputs(items)  # raises: a single input instead of a list
+    items = list(items)
+    blank = [isinstance(x, str) and not x.strip() for x in items]
+    if not any(blank):
+        return as_inputs(items)
+    kept = as_inputs([x for x, b in zip(items, blank) if not b])
+    it = iter(kept)
+    return [None if b else next(it) for b in blank]
+
+
+def _short_hash(obj) -> str:
+    import hashlib
+
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _probe_width(visual: nn.Module, preprocess: dict) -> int:
+    """Width of the tower's token features, found by running one blank image."""
+    size = preprocess.get("size", 224)
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    tmp = StairModel(visual, TokenHead(1, 1, 1), nn.Identity())
+    with torch.no_grad():
+        tokens = tmp.image_tokens(torch.zeros(1, 3, h, w))
+    return int(tokens.shape[-1])
+
+
+def max_projection(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                   budget: int | None = None) -> torch.Tensor:
+    """``max_t (hidden[:, t] @ weight.T + bias)`` as ``[batch, vocab]``, with autograd.
+
+    Equal to ``F.linear(hidden, weight, bias).amax(dim=1)`` but computed a few
+    positions at a time, so the ``[batch, positions, vocab]`` logits are never
+    held in memory, in the forward pass or the backward pass (which sends each
+    gradient to the position that won the max). ``budget`` caps the logits
+    elements per chunk. Under autocast the products run in the autocast dtype.
+    """
+    if budget is None:
+        budget = (1 << 27) if hidden.device.type == "cuda" else (1 << 23)
+    b, t, _ = hidden.shape
+    chunk = max(1, budget // max(1, b * weight.shape[0]))
+    if not torch.is_grad_enabled() or not (hidden.requires_grad or weight.requires_grad
+                                           or (bias is not None and bias.requires_grad)):
+        h, w, bb = _autocast_operands(hidden, weight, bias)
+        return _max_over_positions(h, w, bb, chunk, with_argmax=False)[0]
+    return _MaxProjection.apply(hidden, weight, bias, chunk)
+
+
+def _autocast_operands(hidden, weight, bias):
+    dev = hidden.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
+    return hidden.to(dtype), weight.to(dtype), (bias.to(dtype) if bias is not None else None)
+
+
+def _max_over_positions(h, w, bias, chunk: int, with_argmax: bool):
+    best = arg = None
+    with torch.autocast(h.device.type, enabled=False):
+        for s in range(0, h.shape[1], chunk):
+            logits = torch.nn.functional.linear(h[:, s:s + chunk], w, bias)
+            if with_argmax:
+                m, i = logits.max(dim=1)
+                if best is None:
+                    best, arg = m, i + s
+                else:
+                    better = m > best
+                    best = torch.where(better, m, best)
+                    arg = torch.where(better, i + s, arg)
+            else:
+                m = logits.amax(dim=1)
+                best = m if best is None else torch.maximum(best, m, out=best)
+    return best, arg
+
+
+class _MaxProjection(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, chunk):
+        h, w, bb = _autocast_operands(hidden, weight, bias)
+        best, arg = _max_over_positions(h, w, bb, chunk, with_argmax=True)
+        ctx.save_for_backward(h, w, arg)
+        ctx.chunk = chunk
+        ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
+        return best
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, w, arg = ctx.saved_tensors
+        g = grad.to(h.dtype)
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_h = torch.empty_like(h) if need_h else None
+        acc = torch.float32 if w.dtype in (torch.float16, torch.bfloat16) else w.dtype
+        grad_w = torch.zeros(w.shape, dtype=acc, device=w.device) if need_w else None
+        with torch.autocast(h.device.type, enabled=False):
+            for s in range(0, h.shape[1], ctx.chunk):
+                e = min(h.shape[1], s + ctx.chunk)
+                pos = torch.arange(s, e, device=h.device).view(1, -1, 1)
+                g_chunk = g.unsqueeze(1) * (arg.unsqueeze(1) == pos)  # [batch, chunk, vocab]
+                if need_h:
+                    grad_h[:, s:e] = g_chunk @ w
+                if need_w:
+                    grad_w += (g_chunk.flatten(0, 1).T @ h[:, s:e].flatten(0, 1)).to(acc)
+        dh, dw, db = ctx.dtypes
+        return (grad_h.to(dh) if need_h else None, grad_w.to(dw) if need_w else None,
+                grad.sum(0).to(db) if need_b and db is not None else None, None)
+
+
+def _scatter_dense(vec: torch.Tensor, rows: list[int], n: int) -> torch.Tensor:
+    if len(rows) == n:
+        return vec
+    idx = torch.tensor(rows, dtype=torch.long, device=vec.device)
+    return torch.zeros(n, vec.shape[1], dtype=vec.dtype, device=vec.device).index_copy(0, idx, vec)
+
+
+def _scatter_rows(batch: SparseBatch, rows: np.ndarray, n: int) -> SparseBatch:
+    import scipy.sparse as sp
+
+    m = batch.to_scipy().tocoo()
+    full = sp.csr_matrix((m.data, (rows[m.row], m.col)), shape=(n, len(batch.vocab)))
+    return SparseBatch.from_scipy(full, batch.vocab)
+
+
+def encode_inputs_to_dir(encoder: StairEncoder, inputs: Sequence[Input | str], ids: Sequence[str],
+                         vecdir: str | os.PathLike, quantizer=None, role: str = "document",
+                         contents: Sequence[str] | None = None, overwrite: bool = False, chunk_size: int = 8192):
+    """Encode any mix of texts, images and image+text inputs into a vector directory.
+
+    ``contents`` is stored with each vector (default: the text, or the image
+    path for image-only inputs). Returns the :class:`~lsr.vectors.VectorDirInfo`.
+    """
+    from lsr.quantize import Quantizer
+    from lsr.vectors import VectorWriter
+
+    inputs = as_inputs(inputs)
+    if len(ids) != len(inputs):
+        raise InputError(f"{len(ids)} ids for {len(inputs)} inputs")
+    if contents is None:
+        contents = [x.text if x.has_text else (str(x.image) if isinstance(x.image, (str, os.PathLike)) else "")
+                    for x in inputs]
+    stats = EncodeStats()
+    with VectorWriter(vecdir, quantizer or Quantizer(), encoder=encoder.name, vocab=encoder.vocab, role=role,
+                      overwrite=overwrite, extra={"max_length": encoder.max_length, "kind": "stair"}) as writer:
+        start = 0
+        for batch in encoder.iter_encode(inputs, ids, chunk_size=chunk_size, stats=stats):
+            writer.write(batch, list(contents[start:start + len(batch)]))
+            start += len(batch)
+        writer.info.truncated = stats.truncated
+    return writer.info

@@ -1,0 +1,191 @@
+"""Training pairs (query, positive document) of any modality, read from BEIR-style or M-BEIR JSONL.
+
+BEIR-style directory (``lsr train`` data format ``beir``)::
+
+    DIR/corpus.jsonl     {"_id": str, "title"?: str, "text"?: str, "image"?: path}
+    DIR/queries.jsonl    {"_id": str, "text"?: str, "image"?: path, "instruction"?: str}
+    DIR/qrels/SPLIT.tsv  query-id, corpus-id, score (pairs with score > 0 are used)
+
+M-BEIR (format ``mbeir``): a query file with ``qid``, ``query_txt``,
+``query_img_path``, ``pos_cand_list`` (and optionally ``instruction``) per line,
+and a candidate pool with ``did``, ``txt``, ``img_path`` per line.
+
+Image paths are relative to ``image_root`` (default: the directory of the file
+that names them). Every record needs text, an image or both; a named image
+that does not exist is an error naming the file, line and path. Images are
+decoded only when used (by :func:`lsr.inputs.load_image`, whose errors name
+the image file).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+from .inputs import Input
+from .io import iter_jsonl, read_qrels
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One training example: a query and a document that matches it."""
+
+    query: Input
+    document: Input
+    query_id: str
+    doc_id: str
+
+
+def _string_id(path, n: int, obj: dict, key: str) -> str:
+    if key not in obj:
+        raise InputError(f"{path}:{n}: missing {key!r}")
+    value = obj[key]
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{path}:{n}: {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _optional_str(path, n: int, obj: dict, key: str) -> str | None:
+    value = obj.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InputError(f"{path}:{n}: {key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _image_path(path, n: int, obj: dict, key: str, root: Path, check: bool) -> str | None:
+    rel = _optional_str(path, n, obj, key)
+    if rel is None:
+        return None
+    p = Path(os.path.expanduser(rel))
+    p = p if p.is_absolute() else root / p
+    if check and not p.is_file():
+        raise InputError(f"{path}:{n}: image {p} does not exist (relative paths are resolved against {root}; "
+                         "set image_root)")
+    return str(p)
+
+
+def _make_input(path, n: int, text: str | None, image: str | None, instruction: str | None = None) -> Input:
+    if not (text and text.strip()) and image is None:
+        raise InputError(f"{path}:{n}: the record has neither text nor an image")
+    return Input(text=text, image=image, instruction=instruction)
+
+
+# ------------------------------------------------------------------- BEIR
+def read_beir_inputs(path: str | os.PathLike, image_root: str | os.PathLike | None = None,
+                     role: str = "document", check_images: bool = True) -> dict[str, Input]:
+    """``{id: Input}`` from a BEIR-style JSONL file whose lines may name an ``image``.
+
+    Documents join ``title`` and ``text``; queries may carry an ``instruction``.
+    """
+    path = Path(path)
+    root = Path(image_root) if image_root is not None else path.parent
+    out: dict[str, Input] = {}
+    for n, obj in iter_jsonl(path):
+        rid = _string_id(path, n, obj, "_id")
+        if rid in out:
+            raise InputError(f"{path}:{n}: duplicate id {rid!r}; ids must be unique")
+        title = _optional_str(path, n, obj, "title")
+        text = _optional_str(path, n, obj, "text")
+        if role == "document" and title:
+            text = f"{title} {text}".strip() if text else title
+        image = _image_path(path, n, obj, "image", root, check_images)
+        instruction = _optional_str(path, n, obj, "instruction") if role == "query" else None
+        out[rid] = _make_input(path, n, text, image, instruction)
+    return out
+
+
+def read_beir_pairs(root: str | os.PathLike, split: str = "train", image_root: str | os.PathLike | None = None,
+                    instruction: str | None = None, check_images: bool = True) -> list[Pair]:
+    """Pairs from a BEIR-style directory: every qrels entry with a positive score."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a directory; a BEIR-style dataset has corpus.jsonl, queries.jsonl and qrels/")
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        raise InputError(f"{qrels_path}: file not found (split {split!r}); pick another split")
+    docs = read_beir_inputs(root / "corpus.jsonl", image_root, "document", check_images)
+    queries = read_beir_inputs(root / "queries.jsonl", image_root, "query", check_images)
+    qrels = read_qrels(qrels_path)
+    pairs = []
+    for qid, judged in qrels.items():
+        for did, rel in judged.items():
+            if rel <= 0:
+                continue
+            if qid not in queries:
+                raise InputError(f"{qrels_path}: query {qid!r} is not in {root / 'queries.jsonl'}")
+            if did not in docs:
+                raise InputError(f"{qrels_path}: document {did!r} is not in {root / 'corpus.jsonl'}")
+            q = queries[qid]
+            if instruction and not q.instruction:
+                q = Input(q.text, q.image, instruction)
+            pairs.append(Pair(q, docs[did], qid, did))
+    if not pairs:
+        raise InputError(f"{qrels_path}: no pair with a positive score")
+    return pairs
+
+
+# ----------------------------------------------------------------- M-BEIR
+def read_mbeir_candidates(path: str | os.PathLike, image_root: str | os.PathLike | None = None,
+                          check_images: bool = True) -> dict[str, Input]:
+    """``{did: Input}`` from an M-BEIR candidate pool (``did``, ``txt``, ``img_path``)."""
+    path = Path(path)
+    root = Path(image_root) if image_root is not None else path.parent
+    out: dict[str, Input] = {}
+    for n, obj in iter_jsonl(path):
+        did = _string_id(path, n, obj, "did")
+        if did in out:
+            raise InputError(f"{path}:{n}: duplicate did {did!r}")
+        out[did] = _make_input(path, n, _optional_str(path, n, obj, "txt"),
+                               _image_path(path, n, obj, "img_path", root, check_images))
+    return out
+
+
+def read_mbeir_pairs(queries: str | os.PathLike, candidates: str | os.PathLike,
+                     image_root: str | os.PathLike | None = None, instruction: str | None = None,
+                     check_images: bool = True) -> list[Pair]:
+    """One pair per (query, positive candidate) of an M-BEIR query file."""
+    queries = Path(queries)
+    root = Path(image_root) if image_root is not None else queries.parent
+    pool = read_mbeir_candidates(candidates, image_root, check_images)
+    pairs, seen = [], set()
+    for n, obj in iter_jsonl(queries):
+        qid = _string_id(queries, n, obj, "qid")
+        if qid in seen:
+            raise InputError(f"{queries}:{n}: duplicate qid {qid!r}")
+        seen.add(qid)
+        instr = _optional_str(queries, n, obj, "instruction") or instruction
+        q = _make_input(queries, n, _optional_str(queries, n, obj, "query_txt"),
+                        _image_path(queries, n, obj, "query_img_path", root, check_images), instr)
+        positives = obj.get("pos_cand_list")
+        if not isinstance(positives, list) or not positives:
+            raise InputError(f"{queries}:{n}: 'pos_cand_list' must be a non-empty list of candidate ids")
+        for did in positives:
+            did = str(did)
+            if did not in pool:
+                raise InputError(f"{queries}:{n}: positive candidate {did!r} is not in {candidates}")
+            pairs.append(Pair(q, pool[did], qid, did))
+    if not pairs:
+        raise InputError(f"{queries}: no queries")
+    return pairs
+
+
+def read_pairs(data: str | os.PathLike, data_format: str = "auto", split: str = "train",
+               candidates: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None,
+               instruction: str | None = None, check_images: bool = True) -> list[Pair]:
+    """Pairs from a BEIR-style directory or an M-BEIR query file (``data_format`` ``auto`` decides by the path)."""
+    data = Path(data)
+    if data_format == "auto":
+        data_format = "beir" if data.is_dir() else "mbeir"
+    if data_format == "beir":
+        return read_beir_pairs(data, split, image_root, instruction, check_images)
+    if data_format == "mbeir":
+        if candidates is None:
+            raise InputError(f"{data}: M-BEIR data needs its candidate pool (candidates = path of the pool JSONL)")
+        return read_mbeir_pairs(data, candidates, image_root, instruction, check_images)
+    raise InputError(f"data format must be 'auto', 'beir' or 'mbeir', not {data_format!r}")
