@@ -384,14 +384,17 @@ def read_instructions(path: str | os.PathLike) -> Instructions:
         raise InputError(f"{path}: instructions file not found (M-BEIR ships instructions/query_instructions.tsv)")
     prompts: dict[tuple[int, str, str], tuple[str, ...]] = {}
     lines: dict[tuple[int, str, str], int] = {}
+    first = True
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             line = line.rstrip("\n").rstrip("\r")
             if not line.strip():
                 continue
             cells = line.split("\t")
-            if not prompts and not lines and cells[0].strip() not in MODALITIES:
-                continue  # the header
+            if first:
+                first = False
+                if cells[0].strip() not in MODALITIES:
+                    continue  # the header
             if len(cells) < 5:
                 raise InputError(f"{path}:{n}: expected tab-separated query modality, candidate modality, dataset, "
                                  f"dataset id and at least one prompt; got {len(cells)} columns")
@@ -509,7 +512,7 @@ class MbeirSet:
     task_of: dict[str, int]
     rows: list[tuple[int, int]]
     queries_of: dict[tuple[int, int], list[str]]
-    _local: dict = field(default_factory=dict, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, queries: Sequence[MbeirQuery], pool: Sequence[MbeirCandidate],
@@ -552,9 +555,9 @@ class MbeirSet:
 
     @property
     def _by_qid(self) -> dict[str, MbeirQuery]:
-        if "by_qid" not in self._local:
-            self._local["by_qid"] = {q.qid: q for q in self.queries}
-        return self._local["by_qid"]
+        if "by_qid" not in self._cache:
+            self._cache["by_qid"] = {q.qid: q for q in self.queries}
+        return self._cache["by_qid"]
 
     def positives(self, qid: str) -> set[str]:
         return {d for d, r in self.qrels.judgements.get(qid, {}).items() if r > 0}
@@ -562,7 +565,7 @@ class MbeirSet:
     def local_pool(self, row: tuple[int, int]) -> np.ndarray:
         """Indices into ``pool`` of the local pool of ``row`` (see the class docstring)."""
         key = ("local", row)
-        if key not in self._local:
+        if key not in self._cache:
             task, dataset = row
             stem = file_stem(task, dataset) + "_"
             by_file = [i for i, c in enumerate(self.pool)
@@ -572,8 +575,8 @@ class MbeirSet:
             else:
                 modality = TASKS[task].cand_modality
                 idx = [i for i, c in enumerate(self.pool) if c.dataset_id == dataset and c.modality == modality]
-            self._local[key] = np.asarray(idx, dtype=np.int64)
-        return self._local[key]
+            self._cache[key] = np.asarray(idx, dtype=np.int64)
+        return self._cache[key]
 
     def row_of(self, qid: str) -> tuple[int, int]:
         return self.task_of[qid], self.query(qid).dataset_id
@@ -581,15 +584,15 @@ class MbeirSet:
     def scope_dids(self, scope: str, row: tuple[int, int]) -> set[str]:
         """The dids a query of ``row`` may retrieve in ``scope``."""
         if scope == "global":
-            if "global" not in self._local:
-                self._local["global"] = {c.did for c in self.pool}
-            return self._local["global"]
+            if "global" not in self._cache:
+                self._cache["global"] = {c.did for c in self.pool}
+            return self._cache["global"]
         if scope != "local":
             raise InputError(f"scope {scope!r} is not one of {', '.join(SCOPES)}")
         key = ("local-dids", row)
-        if key not in self._local:
-            self._local[key] = {self.pool[i].did for i in self.local_pool(row)}
-        return self._local[key]
+        if key not in self._cache:
+            self._cache[key] = {self.pool[i].did for i in self.local_pool(row)}
+        return self._cache[key]
 
     # ---------------------------------------------------------------- inputs
     def query_inputs(self, instructions: Instructions | None = None, mode: str = "fixed", prompt: int = 1,

@@ -229,7 +229,7 @@ def test_planted_perfect_encoder_scores_one_through_the_index(mset, query_inputs
 
 
 def test_shuffled_encoder_scores_at_chance(mset, query_inputs, planted_index):
-    seeds = 20
+    seeds = 12
     observed = {"local": [], "global": []}
     for seed in range(seeds):
         enc = PlantedSparse(mset, query_inputs, "shuffled", seed)
@@ -264,14 +264,16 @@ def test_local_ranking_is_the_index_ranking_restricted_to_the_pool(mset, query_i
 
 def test_queries_longer_than_lucenes_clause_limit_are_searched_exactly(mset, query_inputs, tmp_path):
     """Lucene refuses boolean queries of more than 1024 terms by default; learned sparse queries can be longer."""
-    wide = PlantedSparse(mset, query_inputs, "shuffled", seed=5, extra_tokens=900)
-    index = build_sparse_index(wide, mset, tmp_path, INTEGER, progress=False)
-    runs = sparse_runs(wide, mset, query_inputs, index, depth=3, scopes=["global"], progress=False)
-    q = PlantedSparse(mset, query_inputs, "shuffled", seed=5, extra_tokens=900).encode_queries(query_inputs)
-    assert q.nnz.min() == 1076
+    few = MbeirSet.build(mset.queries[::6], mset.pool)  # six queries, one per task family
+    inputs = [query_inputs[i] for i in range(0, len(mset.queries), 6)]
+    wide = PlantedSparse(few, inputs, "shuffled", seed=5, extra_tokens=900)
+    index = build_sparse_index(wide, few, tmp_path, INTEGER, progress=False)
+    runs = sparse_runs(wide, few, inputs, index, depth=3, scopes=["global"], progress=False)
+    q = PlantedSparse(few, inputs, "shuffled", seed=5, extra_tokens=900).encode_queries(inputs)
+    assert q.nnz.min() == 1076 and runs.info["query_terms_max"] == 1076
     dense = q.to_scipy().toarray()
-    for i, query in enumerate(mset.queries):
-        expected = [mset.pool[j].did for j in np.argsort(-dense[i, :len(mset.pool)])[:3]]
+    for i, query in enumerate(few.queries):
+        expected = [few.pool[j].did for j in np.argsort(-dense[i, :len(few.pool)])[:3]]
         assert [h.docid for h in runs.scopes["global"][query.qid]] == expected
 
 

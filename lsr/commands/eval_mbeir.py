@@ -110,6 +110,43 @@ class TextOnlySparse:
         return self.encoder.encode_documents(self._texts(inputs))
 
 
+class TextOnlyDense:
+    """A text-only dense encoder (a sentence embedder) applied to M-BEIR inputs.
+
+    Each input's text, with its instruction in front, is embedded; images are
+    ignored, and an input without text (an image-only candidate) gets a zero
+    vector, so its cosine score is 0 for every query.
+    """
+
+    kind = "sentence-text-only"
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        self.name = encoder.name
+        self.dim = encoder.dim
+        self.ignored_images = 0
+
+    def _embed(self, fn, inputs):
+        import numpy as np
+
+        from lsr.inputs import as_inputs
+
+        items = as_inputs(inputs)
+        self.ignored_images += sum(1 for x in items if x.image is not None)
+        texts = [x.text_with_instruction() for x in items]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        rows = [i for i, t in enumerate(texts) if t.strip()]
+        if rows:
+            out[rows] = fn([texts[i] for i in rows])
+        return out
+
+    def encode_queries(self, inputs):
+        return self._embed(self.encoder.encode_queries, inputs)
+
+    def encode_documents(self, inputs):
+        return self._embed(self.encoder.encode_documents, inputs)
+
+
 def model_kind(name: str) -> str:
     """``sparse`` or ``dense`` for a model name: ``open_clip:`` / ``e5v:`` prefixes, the registry's kind of an
     alias, a sentence-transformers or LLaVA directory; everything else (SPLADE, STAIR) is sparse."""
@@ -131,15 +168,17 @@ def model_kind(name: str) -> str:
 
 def load_model(name: str, kind: str = "auto", *, device: str | None = None, dtype: str = "auto",
                batch_size: int = 32, max_length: int | None = None, progress: bool = True):
-    """``(encoder, kind)`` for a model name; SPLADE models are wrapped in :class:`TextOnlySparse`."""
+    """``(encoder, kind)`` for a model name; text-only models (SPLADE, sentence embedders) are wrapped in
+    :class:`TextOnlySparse` / :class:`TextOnlyDense`."""
     from encoders.registry import resolve
 
     kind = model_kind(name) if kind == "auto" else kind
     if kind == DENSE:
         from encoders.dense import load_embedder
 
-        return load_embedder(name, device=device, batch_size=batch_size, max_length=max_length,
-                             progress=progress), DENSE
+        embedder = load_embedder(name, device=device, batch_size=batch_size, max_length=max_length,
+                                 progress=progress)
+        return (TextOnlyDense(embedder) if getattr(embedder, "kind", "") == "sentence" else embedder), DENSE
     loc = resolve(name)
     if loc.kind == "stair":
         from encoders.stair import StairEncoder
@@ -381,14 +420,14 @@ def cmd_eval_mbeir(args) -> int:
             if "query_terms_mean" in runs.info:
                 note += f"; {runs.info['indexed']} candidates indexed, {runs.info['query_terms_mean']:.0f} terms " \
                         "per query on average"
-            if isinstance(encoder, TextOnlySparse) and encoder.ignored_images:
+            if isinstance(encoder, (TextOnlySparse, TextOnlyDense)) and encoder.ignored_images:
                 note += f"; text-only model, {encoder.ignored_images} images ignored"
             print(f"{name}: {kind}, {where}, {time.perf_counter() - t1:.1f}s{note}", file=sys.stderr)
             what = f"{kind}, {where}"
             if kind == SPARSE and (args.max_query_terms or args.max_doc_terms):
                 what += f", pruned to {args.max_query_terms or 'all'} query / {args.max_doc_terms or 'all'} " \
                         "candidate terms"
-            if isinstance(encoder, TextOnlySparse):
+            if isinstance(encoder, (TextOnlySparse, TextOnlyDense)):
                 what += ", text only"
             systems.append((runs, what))
         if args.rerank:
