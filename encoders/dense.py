@@ -23,6 +23,7 @@ Every dense encoder has the same small interface, which the embedding store
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -279,11 +280,27 @@ def _is_llava_dir(path: Path) -> bool:
         return False
 
 
+def _check_options(name: str, options: dict) -> None:
+    if not options:
+        return
+    if name.startswith("open_clip:"):
+        cls = ClipEmbedder
+    elif name.startswith("e5v:") or (Path(os.path.expanduser(name)).is_dir() and _is_llava_dir(Path(name))):
+        from .mllm import E5VEmbedder as cls
+    else:
+        cls = SentenceEmbedder
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model"}
+    wrong = sorted(set(options) - accepted)
+    if wrong:
+        raise InputError(f"model {name!r} ({cls.__name__}) has no option {', '.join(wrong)}")
+
+
 def load_embedder(name: str, *, device: str | None = None, batch_size: int | None = None,
                   max_length: int | None = None, progress: bool = False, **options):
     """The dense or MLLM encoder named ``name`` (see the module docstring for the forms)."""
     if not name:
         raise InputError("no model name given")
+    _check_options(name, options)
     common: dict = {"device": device, "progress": progress}
     if batch_size:
         common["batch_size"] = batch_size
@@ -302,6 +319,47 @@ def load_embedder(name: str, *, device: str | None = None, batch_size: int | Non
         from .mllm import E5VEmbedder
 
         return E5VEmbedder(name, **common, **options)
-    if max_length:
+    if max_length and "max_length" not in options:
         common["max_length"] = max_length
     return SentenceEmbedder(name, **common, **options)
+
+
+# the settings a store records that must be the same for the queries, per encoder kind
+_QUERY_SETTINGS = {
+    "sentence": ("max_length", "query_prefix", "document_prefix"),
+    "clip": ("image_weight",),
+    "mllm": ("task", "query_task", "chat_template", "prompts"),
+}
+
+
+def embedder_for_store(store, model: str | None = None, *, device: str | None = None,
+                       batch_size: int | None = None, progress: bool = False):
+    """The query encoder for an :class:`~lsr.embstore.EmbeddingStore`: ``model`` (default: the store's own),
+    loaded with the settings the store was built with (prompts, prefixes, fusion weight, max length).
+
+    Raises :class:`~lsr.errors.IndexMismatchError` when ``model`` is not the store's model.
+    """
+    meta = store.meta
+    name = model or meta.model
+    if model is None and meta.source and Path(meta.source).is_dir() and not Path(name).is_dir() \
+            and ":" not in name and name not in _registered():
+        name = meta.source  # built from a relative path that does not resolve from here
+    options = {k: meta.settings[k] for k in _QUERY_SETTINGS.get(meta.kind, ()) if meta.settings.get(k) is not None}
+    if model is not None and not _same_model(model, meta):
+        options = {}  # another model: load it plainly, the check below reports the mismatch
+    encoder = load_embedder(name, device=device, batch_size=batch_size, progress=progress, **options)
+    store.check_encoder(encoder)
+    return encoder
+
+
+def _registered() -> set[str]:
+    from .registry import aliases
+
+    return set(aliases())
+
+
+def _same_model(model: str, meta) -> bool:
+    if model == meta.model:
+        return True
+    path = Path(os.path.expanduser(model))
+    return path.is_dir() and meta.source is not None and str(path.resolve()) == meta.source

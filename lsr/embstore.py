@@ -141,6 +141,22 @@ def _is_empty(x: Any) -> bool:
     return getattr(x, "image", None) is None and not (getattr(x, "text", None) or "").strip()
 
 
+def dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` in float32 through torch, so dense scoring shares the thread pool of the query encoder.
+
+    (A numpy BLAS product between two encoder calls leaves its own threads
+    spinning and slows the next encoder call severalfold on many-core CPUs.)
+    """
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only memory maps are only read
+        ta, tb = torch.from_numpy(np.asarray(a, dtype=np.float32)), torch.from_numpy(np.asarray(b, dtype=np.float32))
+    return (ta @ tb).numpy()
+
+
 class EmbeddingStore:
     """A memory-mapped embedding store, looked up by docid."""
 
@@ -272,7 +288,7 @@ class EmbeddingStore:
         if len(q) != 1:
             raise InputError(f"score takes one query embedding, got {len(q)}")
         mat, found = self.lookup(docids, missing)
-        return dict(zip(found, (mat @ q[0]).tolist()))
+        return dict(zip(found, dot(mat, q[0]).tolist()))
 
     def search(self, queries: np.ndarray, k: int = 100, block: int = 65536) -> list[list[tuple[str, float]]]:
         """Exhaustive top ``k`` by dot product for each query row, ``[(docid, score)]`` best first.
@@ -287,8 +303,7 @@ class EmbeddingStore:
         best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
         best_i = np.zeros((len(q), 0), dtype=np.int64)
         for start in range(0, len(self), block):
-            s = np.asarray(self.matrix[start:start + block]) @ q.T  # [b, nq]
-            s = s.T
+            s = dot(self.matrix[start:start + block], q.T).T  # [nq, b]
             cand_s = np.concatenate([best_s, s], axis=1)
             cand_i = np.concatenate([best_i, np.arange(start, start + s.shape[1])[None, :].repeat(len(q), 0)], axis=1)
             if cand_s.shape[1] > k:

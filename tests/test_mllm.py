@@ -8,9 +8,6 @@ from encoders.mllm import CHAT_TEMPLATES, PROMPTS, E5VEmbedder, build_prompt
 from lsr.errors import InputError
 from lsr.inputs import Input
 
-MINILM_TOKENIZER = None
-
-
 @pytest.fixture(scope="module")
 def tiny_llava():
     """LLaVA with a 1-layer CLIP vision tower (16 px, 8 px patches) and a 2-layer Llama, random weights;
@@ -154,7 +151,7 @@ def test_queries_and_documents_use_their_tasks(tiny_llava):
 
 
 def test_saved_model_loads_through_the_auto_classes_and_fills_a_store(tiny_llava, tmp_path):
-    from encoders.dense import load_embedder
+    from encoders.dense import embedder_for_store, load_embedder
     from lsr.embstore import EmbeddingStore, build_store
     from lsr.errors import IndexMismatchError
 
@@ -170,6 +167,17 @@ def test_saved_model_loads_through_the_auto_classes_and_fills_a_store(tiny_llava
     docs = xs[:3]
     store = build_store(loaded, docs, ["d1", "d2", "d3"], tmp_path / "store", progress=False)
     store.check_encoder(loaded)
+    # the store records the prompts; the query encoder made for it uses the same ones
+    table = {"papers": {"text": "Summary the above paper in one word:", "image": "One word:", "image,text": "One:"},
+             "questions": {"text": "Summary the above question in one word:", "image": "-", "image,text": "-"}}
+    tuned = load_embedder(str(tmp_path / "llava"), device="cpu", prompts=table, task="papers",
+                          query_task="questions", chat_template="llama3")
+    tuned_store = build_store(tuned, docs, ["d1", "d2", "d3"], tmp_path / "tuned", progress=False)
+    again = embedder_for_store(EmbeddingStore(tmp_path / "tuned"), device="cpu")
+    assert again.prompt("lift", task=again.query_task) == tuned.prompt("lift", task="questions")
+    assert "<|start_header_id|>user" in again.prompt("lift")
+    np.testing.assert_allclose(again.encode_queries(["lift"]), tuned.encode_queries(["lift"]), atol=1e-6)
+    np.testing.assert_allclose(tuned_store.lookup(["d1"])[0], again.encode_documents(docs[:1]), atol=1e-5)
     with pytest.raises(IndexMismatchError, match="was built with model"):
         store.check_encoder(direct)  # another name and no shared source
     reopened = EmbeddingStore(tmp_path / "store")

@@ -20,6 +20,11 @@ def register(sub) -> dict:
     p.add_argument("--max-length", type=int, default=256, help="word pieces per text (sentence embedders)")
     p.add_argument("--image-weight", type=float, default=None,
                    help="CLIP only: weight of the image embedding for image+text documents (default 0.5)")
+    p.add_argument("--prompt-task", default=None,
+                   help="MLLM only: the prompt table's task for documents (default: default)")
+    p.add_argument("--query-prompt-task", default=None,
+                   help="MLLM only: the task for queries, recorded in the store (default: the documents' task)")
+    p.add_argument("--chat-template", default=None, help="MLLM only: plain, llama3, or a string with {prompt}")
     p.add_argument("--overwrite", action="store_true")
     return {"embed": cmd_embed}
 
@@ -53,8 +58,10 @@ def cmd_embed(args) -> int:
     from encoders.dense import load_embedder
     from lsr.embstore import build_store
 
+    given = {"image_weight": args.image_weight, "task": args.prompt_task, "query_task": args.query_prompt_task,
+             "chat_template": args.chat_template}
+    options = {k: v for k, v in given.items() if v is not None}
     ids, inputs = corpus_inputs(args.input)
-    options = {"image_weight": args.image_weight} if args.image_weight is not None else {}
     encoder = load_embedder(args.model, device=args.device, batch_size=args.batch_size,
                             max_length=args.max_length, **options)
     t0 = time.perf_counter()
