@@ -66,6 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="TREC run file to write")
     p.add_argument("--k", type=int, default=1000)
     p.add_argument("--threads", type=int, default=None)
+    h = p.add_argument_group("hybrid reranking (dense or MLLM models over the sparse candidates)")
+    h.add_argument("--rerank", action="append", default=[], metavar="STORE|MODEL=STORE",
+                   help="an embedding store built by `lsr embed` (its model encodes the queries), or MODEL=STORE "
+                        "to name the model (it must be the store's); repeat for several rerankers")
+    h.add_argument("--fusion", choices=["rrf", "interp"], default="rrf")
+    h.add_argument("--alpha", type=float, default=0.5,
+                   help="interp: fused = alpha * sparse + (1 - alpha) * dense (normalised scores)")
+    h.add_argument("--norm", choices=["minmax", "zscore"], default="minmax", help="interp: score normalisation")
+    h.add_argument("--rrf-k", type=float, default=60.0, help="rrf: score = sum 1 / (rrf_k + rank)")
+    h.add_argument("--k0", type=int, default=100, help="first-stage candidates reranked per query")
+    h.add_argument("--dense-candidates", type=int, default=0,
+                   help="also add each reranker's own top N documents (exhaustive search over its store)")
+    h.add_argument("--rerank-missing", choices=["error", "skip"], default="error",
+                   help="candidates missing from a store: stop with an error, or leave them out of that dense run")
+    h.add_argument("--verbose", action="store_true", help="print the per-query latency breakdown")
 
     p = sub.add_parser("eval", help="evaluate a TREC run against qrels")
     p.add_argument("--run", required=True)
@@ -165,6 +180,10 @@ def cmd_search(args) -> int:
         qids = list(queries.ids)
     else:
         qids, queries = read_vector_file(args.query_vectors)
+    if args.rerank:
+        if not args.queries:
+            raise InputError("--rerank needs the query texts (--queries with --model), not --query-vectors")
+        return _hybrid_search(args, searcher, queries, qids, records)
     t0 = time.perf_counter()
     results = searcher.batch_search(queries, qids, k=args.k, threads=args.threads)
     dt = time.perf_counter() - t0
@@ -174,6 +193,53 @@ def cmd_search(args) -> int:
           file=sys.stderr)
     if empty:
         print(f"{len(empty)} queries matched nothing (e.g. {', '.join(empty[:5])})", file=sys.stderr)
+    return 0
+
+
+def _load_reranker(spec: str, args):
+    from encoders.dense import embedder_for_store
+    from .embstore import EmbeddingStore
+    from .errors import InputError
+    from .hybrid import Reranker
+
+    if Path(spec).is_dir():
+        model, store_path = None, spec
+    elif "=" in spec:
+        model, _, store_path = spec.partition("=")
+    else:
+        raise InputError(f"--rerank {spec!r} is not an embedding store directory; build one with `lsr embed "
+                         f"--model {spec} --input corpus.jsonl --output STORE` and pass --rerank STORE "
+                         f"(or --rerank {spec}=STORE)")
+    store = EmbeddingStore(store_path)
+    encoder = embedder_for_store(store, model or None, device=args.device, batch_size=args.batch_size)
+    return Reranker(encoder, store, missing=args.rerank_missing)
+
+
+def _hybrid_search(args, searcher, queries, qids, records) -> int:
+    from .hybrid import STAGES, HybridSearcher
+    from .io import write_run
+
+    rerankers = [_load_reranker(spec, args) for spec in args.rerank]
+    hybrid = HybridSearcher(searcher, rerankers, args.fusion, k0=args.k0, rrf_k=args.rrf_k, alpha=args.alpha,
+                            norm=args.norm, dense_candidates=args.dense_candidates, progress=True)
+    t0 = time.perf_counter()
+    results = hybrid.batch_search(queries, qids, [r.text for r in records], k=args.k, threads=args.threads)
+    dt = time.perf_counter() - t0
+    write_run(args.output, results)
+    how = f"rrf k={args.rrf_k:g}" if args.fusion == "rrf" else \
+        f"interp alpha={args.alpha:g} ({args.norm}; alpha weighs the sparse run)"
+    extra = f" + {args.dense_candidates} dense candidates per reranker" if args.dense_candidates else ""
+    print(f"hybrid search of {len(qids)} queries in {dt:.2f}s: first stage k0={args.k0}{extra}, "
+          f"{len(rerankers)} reranker(s) ({', '.join(r.name for r in rerankers)}), {how} -> {args.output}",
+          file=sys.stderr)
+    if args.verbose:
+        cols = ["qid", *STAGES, "total", "candidates"]
+        print("per-query latency (ms): " + " ".join(cols), file=sys.stderr)
+        for t in hybrid.timings:
+            ms = " ".join(f"{getattr(t, s) * 1e3:.2f}" for s in (*STAGES, "total"))
+            print(f"  {t.qid} {ms} {t.candidates}", file=sys.stderr)
+        med = hybrid.timing_medians()
+        print("median per query (ms): " + ", ".join(f"{s} {v * 1e3:.2f}" for s, v in med.items()), file=sys.stderr)
     return 0
 
 
