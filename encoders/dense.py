@@ -285,7 +285,7 @@ def _check_options(name: str, options: dict) -> None:
         return
     if name.startswith("open_clip:"):
         cls = ClipEmbedder
-    elif name.startswith("e5v:") or (Path(os.path.expanduser(name)).is_dir() and _is_llava_dir(Path(name))):
+    elif name.startswith("e5v:") or _is_llava_dir(Path(os.path.expanduser(name))):
         from .mllm import E5VEmbedder as cls
     else:
         cls = SentenceEmbedder
