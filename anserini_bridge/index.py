@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from lsr.errors import EnvironmentProblem, InputError
 from lsr.quantize import Quantizer
-from lsr.vectors import OFFSETS_FILE, VectorDirInfo, iter_vectors, part_files, write_offsets
+from lsr.vectors import OFFSETS_FILE, VectorDirInfo, parse_vector, part_files, write_offsets
 
 from . import jvm
 
@@ -126,13 +126,27 @@ def build_index(
 
         check_vector_dirs(dirs, allow_partial=allow_partial_shards)
     infos = []
-    for d, parts, _ in sources:
-        info = VectorDirInfo.load(d)
-        if info is None:
-            # Foreign JsonVectorCollection files: validate every line before handing them to Java.
-            expected = sum(1 for p in parts for _ in iter_vectors(p))
-            info = VectorDirInfo(None, None, None, documents_read=expected, documents_written=expected)  # type: ignore[arg-type]
-        infos.append(info)
+    scanned: dict[Path, Path] = {}  # foreign directory -> the offsets table written while validating it
+    try:
+        for d, parts, _ in sources:
+            info = VectorDirInfo.load(d)
+            if info is None:
+                # Foreign JsonVectorCollection files: validate every line before handing them to Java,
+                # noting each document's offset on the way (one pass over the files, not two).
+                fd, table = tempfile.mkstemp(prefix=".lsr-offsets-", suffix=".tsv",
+                                             dir=index_dir.parent if index_dir.parent.is_dir() else None)
+                os.close(fd)
+                scanned[d] = Path(table)
+                expected = _scan_foreign(parts, scanned[d])
+                info = VectorDirInfo(None, None, None, documents_read=expected, documents_written=expected)  # type: ignore[arg-type]
+            infos.append(info)
+        return _build(sources, dirs, infos, scanned, index_dir, threads, store_vectors, progress)
+    finally:
+        for table in scanned.values():
+            table.unlink(missing_ok=True)
+
+
+def _build(sources, dirs, infos, scanned, index_dir: Path, threads, store_vectors: bool, progress: bool) -> IndexMeta:
     info = infos[0]
     expected = sum(i.documents_written for i in infos)
     n_parts = sum(len(parts) for _, parts, _ in sources)
@@ -157,9 +171,9 @@ def build_index(
         if store_vectors:
             if len(dirs) == 1:
                 _store_vectors(dirs[0], sources[0][1], tmp_index / DOCVECTORS_DIR,
-                               have_offsets=info.encoder is not None)
+                               have_offsets=info.encoder is not None, offsets=scanned.get(dirs[0]))
             else:
-                _store_vectors_of_many(sources, infos, tmp_index / DOCVECTORS_DIR)
+                _store_vectors_of_many(sources, infos, tmp_index / DOCVECTORS_DIR, scanned)
         source = str(dirs[0].resolve()) if len(dirs) == 1 else " ".join(str(d.resolve()) for d in dirs)
         meta = IndexMeta(info.encoder, info.vocab_fingerprint, info.quantization, expected, counters,
                          store_vectors, source)
@@ -174,7 +188,8 @@ def build_index(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _store_vectors_of_many(sources: list, infos: list[VectorDirInfo], dest: Path) -> None:
+def _store_vectors_of_many(sources: list, infos: list[VectorDirInfo], dest: Path,
+                           scanned: dict | None = None) -> None:
     """The part files of several vector directories under their staged names, with one offsets table."""
     dest.mkdir()
     complete = True
@@ -183,8 +198,8 @@ def _store_vectors_of_many(sources: list, infos: list[VectorDirInfo], dest: Path
         for p, name in zip(parts, names):
             _link_or_copy(p, dest / name)
         renamed = {p.name: name for p, name in zip(parts, names)}
-        offsets = d / OFFSETS_FILE
-        if info.encoder is None or not offsets.is_file():
+        offsets = (scanned or {}).get(d) or d / OFFSETS_FILE
+        if (info.encoder is None and d not in (scanned or {})) or not offsets.is_file():
             complete = False
             continue
         with open(offsets, encoding="utf-8") as fh:
@@ -197,14 +212,57 @@ def _store_vectors_of_many(sources: list, infos: list[VectorDirInfo], dest: Path
         write_offsets(dest)
 
 
-def _store_vectors(vecdir: Path, parts: list[Path], dest: Path, have_offsets: bool) -> None:
+def _store_vectors(vecdir: Path, parts: list[Path], dest: Path, have_offsets: bool,
+                   offsets: Path | None = None) -> None:
     dest.mkdir()
     for p in parts:
         _link_or_copy(p, dest / p.name)
-    if have_offsets and (vecdir / OFFSETS_FILE).is_file():
+    if offsets is not None and offsets.is_file():
+        shutil.copyfile(offsets, dest / OFFSETS_FILE)
+    elif have_offsets and (vecdir / OFFSETS_FILE).is_file():
         _link_or_copy(vecdir / OFFSETS_FILE, dest / OFFSETS_FILE)
     else:
         write_offsets(dest)
+
+
+def _scan_foreign(parts: list[Path], table: Path) -> int:
+    """Validate every document of foreign part files and write their offsets table; returns the count.
+
+    The same checks as :func:`lsr.vectors.iter_vectors` (errors name file and
+    line), in the same pass that notes where each document starts.
+    """
+    count = 0
+    with open(table, "w", encoding="utf-8") as out:
+        for part in parts:
+            offset = 0
+            lines = []
+            with open(part, "rb") as src:
+                for n, raw in enumerate(src, 1):
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        raise InputError(f"{part}:{n}: not valid UTF-8 (byte {e.start}); "
+                                         "re-encode the file as UTF-8") from None
+                    if line.strip():
+                        try:
+                            obj = json.loads(line)
+                        except json.JSONDecodeError as e:
+                            raise InputError(f"{part}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
+                        if not isinstance(obj, dict):
+                            raise InputError(f"{part}:{n}: expected a JSON object, got {type(obj).__name__}")
+                        rid = obj.get("id")
+                        if not isinstance(rid, str) or not rid or any(c.isspace() for c in rid):
+                            raise InputError(f"{part}:{n}: 'id' must be a non-empty string without whitespace, "
+                                             f"got {rid!r}")
+                        parse_vector(part, n, obj)
+                        lines.append(f"{rid}\t{part.name}\t{offset}\n")
+                        count += 1
+                        if len(lines) >= 65536:
+                            out.write("".join(lines))
+                            lines = []
+                    offset += len(raw)
+            out.write("".join(lines))
+    return count
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

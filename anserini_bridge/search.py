@@ -5,10 +5,19 @@ are quantized with the index's own :class:`~lsr.quantize.Quantizer`. Results
 are plain Python :class:`~lsr.io.Hit` values; the float ``score`` is the
 integer Lucene score divided by ``scale**2``, and ``impact_score`` keeps the
 integer.
+
+Crossings between Python and Java are few and independent of the number of
+terms and hits: a batch of queries travels as one JSON text that Jackson (in
+the Anserini jar) turns into the ``List<Map<String, Integer>>`` that
+``SimpleImpactSearcher.batch_search`` takes, and all results come back as one
+JSON text. The search itself is Anserini's, unchanged. Non-ASCII text is
+escaped on both sides, so every token and document id arrives intact. When
+the jar has no Jackson, queries are built term by term instead.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Mapping, Sequence, Union
@@ -39,6 +48,7 @@ class ImpactSearcher:
         self._HashMap = jvm.autoclass("java.util.HashMap")
         self._Integer = jvm.autoclass("java.lang.Integer")
         self._ArrayList = jvm.autoclass("java.util.ArrayList")
+        self._json = _JsonBridge.create()
         self._store = VectorStore(self.index_dir / DOCVECTORS_DIR) if self.meta.stored_vectors else None
 
     # ----------------------------------------------------------------- checks
@@ -78,19 +88,44 @@ class ImpactSearcher:
         return out
 
     def _java_query(self, q: Mapping[str, int]):
+        if self._json is not None:
+            return self._json.to_map(q)
         m = self._HashMap()
         for tok, w in q.items():
             m.put(tok, self._Integer(int(w)))
         return m
 
+    def _java_queries(self, queries: Sequence[Mapping[str, int]]):
+        if self._json is not None:
+            return self._json.to_list(list(queries))
+        out = self._ArrayList()
+        for q in queries:
+            out.add(self._java_query(q))
+        return out
+
+    def _java_strings(self, strings: Sequence[str]):
+        if self._json is not None:
+            return self._json.to_list(list(strings))
+        out = self._ArrayList()
+        for x in strings:
+            out.add(x)
+        return out
+
+    def _hit_of(self, rank: int, docid: str, raw: float) -> Hit:
+        integer = int(round(raw))
+        score = self.meta.quantization.to_float_score(integer) if self.meta.quantization else raw
+        return Hit(docid, score, rank, integer)
+
     def _hits(self, scored) -> list[Hit]:
-        hits = []
-        for rank, sd in enumerate(scored, 1):
-            raw = float(sd.score)
-            integer = int(round(raw))
-            score = self.meta.quantization.to_float_score(integer) if self.meta.quantization else raw
-            hits.append(Hit(sd.docid, score, rank, integer))
-        return hits
+        return [self._hit_of(rank, sd.docid, float(sd.score)) for rank, sd in enumerate(scored, 1)]
+
+    def _all_hits(self, out, qids: Sequence[str]) -> dict[str, list[Hit]]:
+        """Hits of every query from ``batch_search``'s ``Map<String, ScoredDoc[]>``."""
+        data = self._json.hits(out) if self._json is not None else None
+        if data is not None:
+            return {qid: [self._hit_of(r, d, float(sc)) for r, (d, sc) in enumerate(data.get(qid, ()), 1)]
+                    for qid in qids}
+        return {qid: self._hits(out.get(qid)) for qid in qids}
 
     # ---------------------------------------------------------------- search
     def search(self, query: Query, k: int = 10) -> list[Hit]:
@@ -105,6 +140,10 @@ class ImpactSearcher:
             q = self._integer_queries([query])[0]
         if not q:
             return []
+        if self._json is not None and self._json.docid_first is not None:
+            # one query through the batch entry point: its results stay a Java map, read in one piece
+            out = self._searcher.batch_search(self._java_queries([q]), self._java_strings(["q"]), int(k), 1)
+            return self._all_hits(out, ["q"])["q"]
         return self._hits(self._searcher.search(self._java_query(q), int(k)))
 
     def batch_search(
@@ -128,18 +167,14 @@ class ImpactSearcher:
         ints = self._integer_queries(queries)
         if len(ints) != len(qids):
             raise InputError(f"batch_search: {len(ints)} queries but {len(qids)} ids")
-        jq, jids = self._ArrayList(), self._ArrayList()
-        for qid, q in zip(qids, ints):
-            if q:
-                jq.add(self._java_query(q))
-                jids.add(qid)
+        asked = [(qid, q) for qid, q in zip(qids, ints) if q]
         results = {qid: [] for qid in qids}
-        if jq.size():
+        if asked:
             threads = threads or os.cpu_count() or 1
+            jq = self._java_queries([q for _, q in asked])
+            jids = self._java_strings([qid for qid, _ in asked])
             out = self._searcher.batch_search(jq, jids, int(k), int(threads))
-            for qid, q in zip(qids, ints):
-                if q:
-                    results[qid] = self._hits(out.get(qid))
+            results.update(self._all_hits(out, [qid for qid, _ in asked]))
         return results
 
     # ---------------------------------------------------------- stored data
@@ -175,3 +210,76 @@ class ImpactSearcher:
 
 def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+class _JsonBridge:
+    """Java objects from JSON text and back, through the Jackson library inside the Anserini jar.
+
+    Hits are written as ``[docid, score]`` pairs: Jackson is told (without
+    annotations, through its per-class configuration) to leave out the other
+    fields of ``ScoredDoc`` and to write it as an array.
+    """
+
+    def __init__(self, mapper, list_class, map_class):
+        self.mapper, self.list_class, self.map_class = mapper, list_class, map_class
+        self.docid_first: bool | None = None  # order of the pair; None: hits are read field by field
+
+    @classmethod
+    def create(cls) -> "_JsonBridge | None":
+        try:
+            mapper = jvm.autoclass("com.fasterxml.jackson.databind.ObjectMapper")()
+            feature = jvm.autoclass("com.fasterxml.jackson.core.JsonGenerator$Feature")
+            # plain ASCII out, so no document id depends on how strings cross into Python
+            mapper.getFactory().configure(feature.ESCAPE_NON_ASCII, True)
+            Class = jvm.autoclass("java.lang.Class")
+            bridge = cls(mapper, Class.forName("java.util.List"), Class.forName("java.util.Map"))
+        except Exception:  # noqa: BLE001 - no Jackson in this jar: build queries term by term
+            return None
+        try:
+            ignored = jvm.autoclass("java.util.HashSet")()
+            for name in ("lucene_document", "lucene_docid"):
+                ignored.add(name)
+            override = mapper.configOverride(Class.forName("io.anserini.search.ScoredDoc"))
+            override.setIgnorals(jvm.autoclass(
+                "com.fasterxml.jackson.annotation.JsonIgnoreProperties$Value").forIgnoredProperties(ignored))
+            fmt = jvm.autoclass("com.fasterxml.jackson.annotation.JsonFormat$Value")
+            override.setFormat(fmt.forShape(jvm.autoclass("com.fasterxml.jackson.annotation.JsonFormat$Shape").ARRAY))
+            probe = bridge.read(jvm.autoclass("io.anserini.search.ScoredDoc")("d\u00e9\U0001F600", 7, 2.5, None))
+            if probe == ["d\u00e9\U0001F600", 2.5]:
+                bridge.docid_first = True
+            elif probe == [2.5, "d\u00e9\U0001F600"]:
+                bridge.docid_first = False
+        except Exception:  # noqa: BLE001 - an older Jackson: hits are read field by field
+            bridge.docid_first = None
+        try:
+            probe = [{"t\u00e9st\U0001F600": 2147483647}]
+            if bridge.read(bridge.to_list(probe)) != probe:
+                return None
+        except Exception:  # noqa: BLE001
+            return None
+        return bridge
+
+    def to_list(self, values: list):
+        # ensure_ascii: every character arrives as an escape, whatever the JNI string conversion does
+        return self.mapper.readValue(json.dumps(values), self.list_class)
+
+    def to_map(self, value: Mapping[str, int]):
+        return self.mapper.readValue(json.dumps(dict(value)), self.map_class)
+
+    def read(self, obj):
+        """``obj`` as Python data, or ``None`` when Jackson cannot write it."""
+        try:
+            return json.loads(self.mapper.writeValueAsString(obj))
+        except Exception:  # noqa: BLE001 - an unexpected stored field type
+            return None
+
+    def hits(self, out) -> dict[str, list[tuple[str, float]]] | None:
+        """``{qid: [(docid, score), ...]}`` from a ``Map<String, ScoredDoc[]>``, or ``None``."""
+        if self.docid_first is None:
+            return None
+        data = self.read(out)
+        if data is None:
+            return None
+        if self.docid_first:
+            return data
+        return {qid: [(d, sc) for sc, d in rows] for qid, rows in data.items()}

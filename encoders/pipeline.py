@@ -1,15 +1,38 @@
-"""Encode a corpus straight into a vector directory, streaming."""
+"""Encode a corpus straight into a vector directory, streaming.
+
+The encoder yields chunks of vectors in input order while it keeps working;
+each chunk is quantized and written as JSONL. When the corpus spans more than
+one chunk, the writing happens in a separate process, so formatting JSON does
+not compete with the encoder for the interpreter: the encoder hands each chunk
+over (one pickled message) and goes on. Memory stays bounded either way: the
+hand-over queue holds a few chunks and the writer streams to disk.
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
+import pickle
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
+from lsr.errors import InputError, LsrError
 from lsr.io import Record
 from lsr.quantize import Quantizer
+from lsr.sparse import SparseBatch
 from lsr.vectors import VectorDirInfo, VectorWriter
+from lsr.vocab import Vocabulary
 
-from .splade import EncodeStats
+# Rows per chunk handed to the writer: small, so little is left to write when encoding ends.
+_OUTPUT_CHUNK = 1024
 
 
 def encode_to_dir(
@@ -22,34 +45,266 @@ def encode_to_dir(
     overwrite: bool = False,
     store_text: bool = True,
     chunk_size: int = 8192,
+    writer: str = "auto",
 ) -> VectorDirInfo:
     """Encode ``records`` with ``encoder`` and write quantized vectors to ``vecdir``.
 
     Every record is either written or listed in ``report.jsonl`` (empty text or
     empty vector); the returned info holds the counts and the number of
-    truncated texts.
+    truncated texts. ``chunk_size`` texts are sorted by length together (the
+    encoder's sort window); ``writer`` is ``"process"`` (write in a separate
+    process), ``"inline"`` (in this one) or ``"auto"`` (a process when there
+    is more than one chunk).
     """
+    from .splade import EncodeStats
+
     quantizer = quantizer or Quantizer()
     if role not in ("document", "query"):
         raise ValueError(f"role must be 'document' or 'query', not {role!r}")
+    if writer not in ("auto", "process", "inline"):
+        raise InputError(f"writer must be 'auto', 'process' or 'inline', not {writer!r}")
     texts = [r.text for r in records]
     ids = [r.id for r in records]
-    encode = encoder.iter_encode
     stats = EncodeStats()
-    with VectorWriter(vecdir, quantizer, encoder=encoder.name, vocab=encoder.vocab, role=role,
-                      shard_size=shard_size, overwrite=overwrite,
-                      extra={"max_length": encoder.max_length}) as writer:
+    encode = encoder.iter_encode
+    if "sort_window" in inspect.signature(encode).parameters:
+        chunks = encode(texts, ids, chunk_size=min(chunk_size, _OUTPUT_CHUNK), stats=stats, sort_window=chunk_size)
+    else:
+        chunks = encode(texts, ids, chunk_size=chunk_size, stats=stats)
+    in_process = writer == "process" or (writer == "auto" and len(texts) > chunk_size)
+    make = ProcessVectorWriter if in_process else VectorWriter
+    with make(vecdir, quantizer, encoder=encoder.name, vocab=encoder.vocab, role=role, shard_size=shard_size,
+              overwrite=overwrite, extra={"max_length": encoder.max_length}) as out:
         start = 0
-        for batch in encode(texts, ids, chunk_size=chunk_size, stats=stats):
+        for batch in chunks:
             chunk_texts = texts[start:start + len(batch)]
             start += len(batch)
             empty_text = [i for i, t in enumerate(chunk_texts) if not t.strip()]
             for i in empty_text:
-                writer.report(batch.ids[i], "empty text")
+                out.report(batch.ids[i], "empty text")
             if empty_text:
                 keep = [i for i in range(len(batch)) if chunk_texts[i].strip()]
-                batch = batch.select(keep)
+                batch = select_rows(batch, keep)
                 chunk_texts = [chunk_texts[i] for i in keep]
-            writer.write(batch, chunk_texts if store_text else None)
-        writer.info.truncated = stats.truncated
-    return writer.info
+            out.write(batch, chunk_texts if store_text else None)
+        out.info.truncated = stats.truncated
+    return out.info
+
+
+def select_rows(batch: SparseBatch, rows: Sequence[int]) -> SparseBatch:
+    """Rows of a batch, in the given order (CSR slicing, no format conversion)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    starts, lengths = batch.indptr[rows], np.diff(batch.indptr)[rows]
+    total = int(lengths.sum())
+    src = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    ids = tuple(batch.ids[r] for r in rows.tolist()) if batch.ids is not None else None
+    return SparseBatch(indptr, batch.indices[src], batch.values[src], batch.vocab, ids)
+
+
+# ----------------------------------------------------------- writer process
+class ProcessVectorWriter:
+    """A :class:`~lsr.vectors.VectorWriter` running in a child process.
+
+    Same methods and the same files. ``write`` pickles the batch and returns;
+    a feeder thread pipes it to the child, which quantizes, formats and writes.
+    Errors in the child (a full disk, say) are raised by the next call here,
+    and the partial output is removed, as with the in-process writer.
+    """
+
+    def __init__(
+        self,
+        vecdir: str | os.PathLike,
+        quantizer: Quantizer,
+        encoder: str | None = None,
+        vocab: Vocabulary | None = None,
+        role: str = "document",
+        shard_size: int = 100_000,
+        overwrite: bool = False,
+        extra: dict | None = None,
+        queue_size: int = 8,
+    ):
+        self.dir = Path(vecdir)
+        if self.dir.exists() and (not self.dir.is_dir() or any(self.dir.iterdir())) and not overwrite:
+            raise InputError(f"{self.dir}: output directory exists and is not empty; "
+                             "choose a new path or pass --overwrite")
+        if shard_size < 1:
+            raise InputError(f"shard_size must be positive, got {shard_size}")
+        if vocab is None:
+            raise InputError("ProcessVectorWriter needs the vocabulary of the vectors (vocab=...)")
+        self.info = VectorDirInfo(encoder, vocab.fingerprint, quantizer, role,
+                                  extra=dict(extra or {}))
+        root = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen([sys.executable, "-m", "encoders.pipeline", "--vector-writer"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._broken = threading.Event()
+        self._feeder = threading.Thread(target=self._feed, name="lsr-vector-writer", daemon=True)
+        self._feeder.start()
+        self._closed = False
+        self._send(("open", {
+            "vecdir": str(self.dir), "quantizer": quantizer.to_dict(), "encoder": encoder,
+            "vocab": (vocab.tokens, sorted(vocab.special_ids)), "role": role,
+            "shard_size": shard_size, "overwrite": overwrite, "extra": dict(extra or {}),
+        }))
+
+    # ------------------------------------------------------------ plumbing
+    def _feed(self) -> None:
+        pipe = self._proc.stdin
+        while True:
+            payload = self._queue.get()
+            if payload is None:
+                break
+            if self._broken.is_set():
+                continue
+            try:
+                pipe.write(len(payload).to_bytes(8, "little"))
+                pipe.write(payload)
+                pipe.flush()
+            except OSError:  # the child is gone; its reply says why
+                self._broken.set()
+        try:
+            pipe.close()
+        except OSError:
+            self._broken.set()
+
+    def _send(self, message) -> None:
+        if self._broken.is_set() or self._proc.poll() is not None:
+            self._fail()
+        self._queue.put(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _reply(self):
+        try:
+            return pickle.load(self._proc.stdout)
+        except (EOFError, pickle.UnpicklingError, OSError):
+            return None
+
+    def _fail(self) -> None:
+        """The child stopped: raise its error (the output was removed)."""
+        self._queue.put(None)
+        self._feeder.join()
+        reply = self._reply()
+        self._proc.wait()
+        self._closed = True
+        if reply and reply[0] == "error":
+            raise InputError(reply[1])
+        self._stderr.seek(0)
+        tail = self._stderr.read().decode("utf-8", "replace").strip().splitlines()[-5:]
+        shutil.rmtree(self.dir, ignore_errors=True)
+        raise InputError(f"{self.dir}: the vector writer process stopped (exit {self._proc.returncode}): "
+                         + " | ".join(tail))
+
+    # ----------------------------------------------------------------- API
+    def report(self, docid: str, reason: str) -> None:
+        self._send(("report", docid, reason))
+
+    def write(self, batch: SparseBatch, contents: Sequence[str] | None = None) -> None:
+        if batch.ids is None:
+            raise InputError("VectorWriter.write needs a batch with ids")
+        if contents is not None and len(contents) != len(batch):
+            raise InputError(f"{len(contents)} contents for {len(batch)} vectors")
+        self._send(("write", batch.indptr, batch.indices, batch.values, batch.ids,
+                    list(contents) if contents is not None else None))
+
+    def close(self) -> VectorDirInfo:
+        if self._closed:
+            return self.info
+        self._send(("close", self.info.truncated))
+        self._queue.put(None)
+        self._feeder.join()
+        reply = self._reply()
+        self._proc.wait()
+        self._closed = True
+        if not reply or reply[0] != "ok":
+            if reply and reply[0] == "error":
+                raise InputError(reply[1])
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise InputError(f"{self.dir}: the vector writer process failed (exit {self._proc.returncode})")
+        self.info = VectorDirInfo.load(self.dir)
+        return self.info
+
+    def abort(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._broken.set()
+        while True:  # wake the feeder: it skips what is queued and stops at None
+            try:
+                self._queue.put_nowait(None)
+                break
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    pass
+        self._closed = True
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self.close()
+            except BaseException:
+                self.abort()
+                raise
+        else:
+            self.abort()
+        return False
+
+
+def _writer_child() -> int:
+    """The child's loop: read pickled messages from stdin, write with a VectorWriter, reply on stdout."""
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+
+    def read():
+        head = inp.read(8)
+        if len(head) < 8:
+            return None
+        return pickle.loads(inp.read(int.from_bytes(head, "little")))
+
+    def reply(message) -> None:
+        pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
+
+    first = read()
+    if not first or first[0] != "open":
+        return 2
+    o = first[1]
+    vocab = Vocabulary(tuple(o["vocab"][0]), frozenset(o["vocab"][1]))
+    try:
+        with VectorWriter(o["vecdir"], Quantizer.from_dict(o["quantizer"]), encoder=o["encoder"], vocab=vocab,
+                          role=o["role"], shard_size=o["shard_size"], overwrite=o["overwrite"],
+                          extra=o["extra"]) as writer:
+            while True:
+                msg = read()
+                if msg is None:
+                    raise _Aborted()
+                if msg[0] == "write":
+                    _, indptr, indices, values, ids, contents = msg
+                    writer.write(SparseBatch(indptr, indices, values, vocab, ids), contents)
+                elif msg[0] == "report":
+                    writer.report(msg[1], msg[2])
+                elif msg[0] == "close":
+                    writer.info.truncated = msg[1]
+                    break
+    except _Aborted:
+        return 1
+    except (LsrError, OSError) as e:
+        reply(("error", str(e)))
+        return 1
+    reply(("ok", None))
+    return 0
+
+
+class _Aborted(Exception):
+    """The parent went away without closing."""
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--vector-writer"]:
+    sys.exit(_writer_child())

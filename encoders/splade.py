@@ -1,8 +1,33 @@
-"""SPLADE text encoder over any Hugging Face masked language model."""
+"""SPLADE text encoder over any Hugging Face masked language model.
+
+Encoding is a pipeline that keeps the model busy:
+
+* texts are tokenized on background threads (the Rust tokenizer releases the
+  GIL), a *sort window* ahead of the model, and padded into one host tensor
+  per batch (pinned on CUDA, so the copy to the device is asynchronous);
+* within a window, texts are sorted by token count so each batch pads to a
+  similar length; the first and last windows of a long input are small, so
+  the model starts early and the output of the last window is ready soon after
+  the model finishes;
+* the masked language model's output projection is replaced during inference
+  by :class:`PooledDecoder`, which keeps a running masked max over positions
+  instead of materialising ``[batch, positions, vocab]`` logits;
+* ``log1p(relu(.))`` is applied to the pooled ``[batch, vocab]`` tensor
+  (identical to saturating first, since the function is monotone), and the
+  result is sparsified to CSR on the device with one host copy per batch; on
+  CUDA this happens on a side stream while the next batches run, so the host
+  never waits for the model;
+* results are put back into input order and yielded in chunks.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -18,6 +43,11 @@ from .registry import resolve
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
+
+# Texts per tokenizer call on a background thread.
+_TOKENIZE_SLICE = 256
+# Batches launched on a CUDA device before the host waits for the oldest one.
+_CUDA_DEPTH = 3
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -107,6 +137,8 @@ class SpladeEncoder:
         self.vocab = vocabulary_of(tokenizer, vocab_size)
         self._excluded = torch.tensor(sorted(self.vocab.special_ids), dtype=torch.long, device=self.device)
         self._pooled_decoder = PooledDecoder(self.model)
+        self._batch_tokenizer: _BatchTokenizer | None = None
+        self._side_stream = None
         self.last_stats = EncodeStats()
 
     # ------------------------------------------------------------------ API
@@ -127,24 +159,31 @@ class SpladeEncoder:
 
     def iter_encode(
         self, texts: Sequence[str], ids: Sequence[str] | None = None, chunk_size: int = 8192,
-        stats: EncodeStats | None = None,
+        stats: EncodeStats | None = None, *, sort_window: int | None = None,
     ) -> Iterator[SparseBatch]:
         """Encode in chunks of ``chunk_size`` texts, yielding one batch per chunk in input order.
 
-        Within a chunk, texts are sorted by token count so each model batch
-        pads to a similar length. Memory is bounded by the chunk size.
+        Texts are sorted by token count within windows of ``sort_window``
+        texts (default: ``chunk_size``) so each model batch pads to a similar
+        length. A window larger than the chunk pads less; a chunk is yielded
+        as soon as the windows covering it are done. Memory is bounded by the
+        larger of the two.
         """
         texts = _as_texts(texts)
         if ids is not None and len(ids) != len(texts):
             raise InputError(f"{len(ids)} ids for {len(texts)} texts")
+        if chunk_size < 1:
+            raise InputError(f"chunk_size must be positive, got {chunk_size}")
+        sort_window = chunk_size if sort_window is None else sort_window
+        if sort_window < 1:
+            raise InputError(f"sort_window must be positive, got {sort_window}")
         stats = stats if stats is not None else EncodeStats()
         bar = tqdm(total=len(texts), unit="doc", desc="encode", disable=not self.progress)
+        run = _EncodeRun(self, texts, ids, chunk_size, sort_window, stats, bar)
         try:
-            for start in range(0, len(texts), chunk_size):
-                chunk = texts[start:start + chunk_size]
-                chunk_ids = tuple(ids[start:start + chunk_size]) if ids is not None else None
-                yield self._encode_chunk(chunk, chunk_ids, stats, bar)
+            yield from run.chunks()
         finally:
+            run.close()
             bar.close()
 
     # ------------------------------------------------------------- internals
@@ -161,55 +200,81 @@ class SpladeEncoder:
                 ids[sample] = row
         return ids, int((counts > 1).sum())  # type: ignore[return-value]
 
-    def _encode_chunk(self, texts, ids, stats: EncodeStats, bar) -> SparseBatch:
-        n = len(texts)
-        nonempty = [i for i, t in enumerate(texts) if t.strip()]
-        stats.inputs += n
-        stats.empty += n - len(nonempty)
-        bar.update(n - len(nonempty))
-        rows_out: list[SparseBatch] = []
-        positions: list[np.ndarray] = []
-        if nonempty:
-            token_ids, truncated = self.tokenize([texts[i] for i in nonempty])
-            stats.truncated += truncated
-            lengths = np.array([len(t) for t in token_ids])
-            order = np.argsort(-lengths, kind="stable")
-            for b in range(0, len(order), self.batch_size):
-                sel = order[b:b + self.batch_size]
-                rows_out.append(self._forward([token_ids[i] for i in sel]))
-                positions.append(np.asarray(nonempty)[sel])
-                bar.update(len(sel))
-        if rows_out:
-            got = SparseBatch.concat(rows_out)
-            where = np.concatenate(positions)
-            # scatter back into input order, with empty rows for empty texts
-            m = got.to_scipy().tocoo()
-            import scipy.sparse as sp
-
-            full = sp.csr_matrix((m.data, (where[m.row], m.col)), shape=(n, len(self.vocab)))
-            return SparseBatch.from_scipy(full, self.vocab, ids)
-        return SparseBatch.empty(self.vocab, n, ids)
+    def _tokenizer_for_batches(self) -> "_BatchTokenizer":
+        if self._batch_tokenizer is None or self._batch_tokenizer.max_length != self.max_length:
+            self._batch_tokenizer = _BatchTokenizer(self, self.max_length)
+        return self._batch_tokenizer
 
     @torch.inference_mode()
     def _forward(self, token_ids: list[list[int]]) -> SparseBatch:
-        batch = self.tokenizer.pad({"input_ids": token_ids}, padding=True, return_tensors="pt")
-        input_ids = batch["input_ids"].to(self.device, non_blocking=True)
-        mask = batch["attention_mask"].to(self.device, non_blocking=True)
+        """Encode one batch of token id lists (in the given order)."""
+        lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
+        flat = np.fromiter(chain.from_iterable(token_ids), np.int64, int(lengths.sum()))
+        host = _pad_rows(flat, np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths, self._pad_id(), False)
+        counts, cols, vals = self._collect(self._launch(host))
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        return SparseBatch(indptr, cols, vals, self.vocab)
+
+    def _pad_id(self) -> int:
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        return int(pad) if pad is not None else 0
+
+    def _launch(self, host: torch.Tensor) -> "_InFlight":
+        """Start one batch on the device. ``host`` is ``[batch, length + 1]``: token ids, then the length."""
+        x = host.to(self.device, non_blocking=True)
+        length = x.shape[1] - 1
+        input_ids = x[:, :length].contiguous()
+        positions = torch.arange(length, device=self.device)
+        mask = (positions[None, :] < x[:, length:]).to(torch.long)
         with self._pooled_decoder.installed(mask):
             # the decoder returns the masked max over positions: [batch, 1, vocab]
             pooled = self.model(input_ids=input_ids, attention_mask=mask).logits[:, 0]
-        pooled = log_saturation(pooled.float())
-        pooled[:, self._excluded] = 0.0
-        return SparseBatch.from_torch(pooled, self.vocab)
+        weights = log_saturation(pooled.float())
+        weights[:, self._excluded] = 0.0
+        event = None
+        if weights.is_cuda:
+            event = torch.cuda.Event()
+            event.record()
+        return _InFlight(weights, event)
+
+    def _collect(self, job: "_InFlight") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSR parts of a launched batch: non-zeros per row, column ids and weights (one host copy)."""
+        w = job.weights
+        if not w.is_cuda:
+            rows, cols = torch.nonzero(w, as_tuple=True)
+            counts = torch.bincount(rows, minlength=w.shape[0])
+            return counts.numpy(), cols.to(torch.int32).numpy(), w[rows, cols].numpy()
+        if self._side_stream is None or self._side_stream.device != w.device:
+            self._side_stream = torch.cuda.Stream(device=w.device)
+        side = self._side_stream
+        with torch.cuda.stream(side):
+            side.wait_event(job.event)
+            rows, cols = torch.nonzero(w, as_tuple=True)  # waits for this stream only
+            counts = torch.bincount(rows, minlength=w.shape[0]).to(torch.int32)
+            vals = w[rows, cols]
+            packed = torch.cat([counts, cols.to(torch.int32), vals.view(torch.int32)]).cpu().numpy()
+        b, nnz = w.shape[0], len(vals)
+        return (packed[:b].astype(np.int64), packed[b:b + nnz],
+                packed[b + nnz:].view(np.float32))
+
+
+@dataclass
+class _InFlight:
+    weights: torch.Tensor
+    event: object | None
 
 
 class PooledDecoder(torch.nn.Module):
     """Stands in for a masked LM's output projection during inference.
 
     Instead of materialising ``[batch, positions, vocab]`` logits and then
-    taking the max over positions, it projects a few positions at a time and
-    keeps a running masked max, returning ``[batch, 1, vocab]``. The result is
-    identical; memory traffic drops by the number of positions.
+    taking the max over positions, it projects a block of positions at a time
+    and keeps a running max, returning ``[batch, 1, vocab]``. Padding
+    positions are replaced by the first valid position of their row before the
+    projection, so no masking pass over the logits is needed and the max is
+    unchanged. On the CPU the logits block is written into one reused buffer
+    (fresh allocations of this size cost page faults). The result equals the
+    masked max of the full logits.
     """
 
     def __init__(self, model: torch.nn.Module):
@@ -218,21 +283,49 @@ class PooledDecoder(torch.nn.Module):
         self.decoder = model.get_output_embeddings()
         self.parent, self.attr = _parent_of(model, self.decoder)
         self.mask: torch.Tensor | None = None
-        on_gpu = self.decoder.weight.device.type == "cuda"
-        self.budget = (1 << 26) if on_gpu else (1 << 22)  # logits elements per chunk
+        self._buffer: torch.Tensor | None = None
+
+    @property
+    def budget(self) -> int:
+        """Logits elements per block."""
+        return (1 << 28) if self.decoder.weight.device.type == "cuda" else (1 << 26)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        b, t, _ = hidden.shape
-        vocab = self.decoder.weight.shape[0]
-        chunk = max(1, self.budget // max(1, b * vocab))
-        valid = self.mask.bool()
+        b, t, h = hidden.shape
+        weight = self.decoder.weight
+        vocab = weight.shape[0]
+        valid = self.mask.bool() if self.mask is not None else torch.ones(b, t, dtype=torch.bool, device=hidden.device)
+        first = valid.to(torch.uint8).argmax(dim=1)
+        hidden = torch.where(valid[..., None], hidden, hidden[torch.arange(b, device=hidden.device), first][:, None])
+        block = max(1, min(t, self.budget // max(1, b * vocab)))
+        linear = isinstance(self.decoder, torch.nn.Linear)
         out = None
-        for s in range(0, t, chunk):
-            logits = self.decoder(hidden[:, s:s + chunk])
-            logits.masked_fill_(~valid[:, s:s + chunk, None], torch.finfo(logits.dtype).min)
+        for s in range(0, t, block):
+            part = hidden[:, s:s + block]
+            c = part.shape[1]
+            if linear and not part.is_cuda and not torch.is_grad_enabled():
+                logits = self._cpu_linear(part.reshape(b * c, h), weight, self.decoder.bias).view(b, c, vocab)
+            else:
+                logits = self.decoder(part)
             m = logits.amax(dim=1)
             out = m if out is None else torch.maximum(out, m, out=out)
+        empty = ~valid.any(dim=1)
+        out = out.masked_fill(empty[:, None], torch.finfo(out.dtype).min)
         return out.unsqueeze(1)
+
+    def _cpu_linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        n = x.shape[0] * weight.shape[0]
+        buf = self._buffer
+        if buf is None or buf.numel() < n or buf.dtype != x.dtype:
+            buf = self._buffer = torch.empty(n, dtype=x.dtype)
+        out = buf[:n].view(x.shape[0], weight.shape[0])
+        if bias is None:
+            return torch.mm(x, weight.t(), out=out)
+        return torch.addmm(bias, x, weight.t(), out=out)
+
+    def release(self) -> None:
+        """Free the CPU logits buffer."""
+        self._buffer = None
 
     class _Installed:
         def __init__(self, owner, mask):
@@ -257,6 +350,306 @@ def _parent_of(model: torch.nn.Module, child: torch.nn.Module) -> tuple[torch.nn
             if sub is child:
                 return module, name
     raise InputError(f"{type(model).__name__}: cannot locate its output projection for SPLADE pooling")
+
+
+# ------------------------------------------------------------ tokenization
+class _BatchTokenizer:
+    """Token ids of many texts as flat arrays, from any thread.
+
+    Uses a private copy of the fast (Rust) tokenizer, configured to truncate
+    exactly like ``tokenizer(texts, truncation=True, max_length=...)``; the
+    copy is checked against that call on a few probe texts and the Hugging
+    Face call is used instead when they differ (or no fast tokenizer exists).
+    """
+
+    _PROBES = ("Supersonic flow over a swept wing.", "  Ünïcödé\tspaces  and   CAPITALS!  ", "x",
+               "naïve café résumé 東京 😀 " * 3, "lift " * 600)
+
+    def __init__(self, encoder: SpladeEncoder, max_length: int):
+        self.encoder = encoder
+        self.max_length = max_length
+        self.fast = None
+        backend = getattr(encoder.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            try:
+                import tokenizers
+
+                fast = tokenizers.Tokenizer.from_str(backend.to_str())
+                fast.no_padding()
+                fast.enable_truncation(max_length, stride=0, strategy="longest_first",
+                                       direction=getattr(encoder.tokenizer, "truncation_side", "right") or "right")
+                probes = list(self._PROBES)
+                want = encoder.tokenize(probes)[0]
+                got = [e.ids for e in fast.encode_batch(probes)]
+                if got == want:
+                    self.fast = fast
+            except Exception:  # noqa: BLE001 - any mismatch or missing feature: use the reference call
+                self.fast = None
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(flat ids int64, lengths int64, truncated count)`` for non-empty texts."""
+        if self.fast is not None:
+            encs = self.fast.encode_batch(texts)  # releases the GIL
+            ids = [e.ids for e in encs]
+            lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+            full = np.flatnonzero(lengths >= self.max_length)
+            truncated = sum(1 for i in full.tolist() if encs[i].overflowing)
+        else:
+            ids, truncated = self.encoder.tokenize(texts)
+            lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+        flat = np.fromiter(chain.from_iterable(ids), np.int64, int(lengths.sum()))
+        return flat, lengths, truncated
+
+
+def _pad_rows(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, pad_id: int, pin: bool) -> torch.Tensor:
+    """``[rows, max_length + 1]`` int64: each row's ids padded with ``pad_id``, its length in the last column."""
+    rows, width = len(lengths), int(lengths.max())
+    out = torch.empty((rows, width + 1), dtype=torch.int64, pin_memory=pin)
+    arr = out.numpy()
+    arr[:, :width] = pad_id
+    arr[:, width] = lengths
+    total = int(lengths.sum())
+    out_starts = np.arange(rows, dtype=np.int64) * (width + 1)
+    cum = np.cumsum(lengths) - lengths
+    src = np.repeat(starts - cum, lengths) + np.arange(total)
+    dst = np.repeat(out_starts - cum, lengths) + np.arange(total)
+    arr.reshape(-1)[dst] = flat[src]
+    return out
+
+
+@dataclass
+class _Window:
+    start: int  # input positions [start, end)
+    end: int
+    future: Future | None = None  # -> _PreparedWindow
+
+
+@dataclass
+class _PreparedWindow:
+    positions: list[np.ndarray]  # input positions of each batch's rows
+    batches: list[torch.Tensor]  # host tensors for _launch
+    inputs: int
+    empty: int
+    truncated: int
+
+
+def plan_windows(n: int, sort_window: int, first: int) -> list[tuple[int, int]]:
+    """Split ``n`` inputs into sort windows: small at both ends, ``sort_window`` at most in between.
+
+    The first window is ``first`` texts and each next one four times larger,
+    so the model starts after little tokenization; the end mirrors the start,
+    so little output is left to write after the model finishes.
+    """
+    if n <= 0:
+        return []
+    ramp = []
+    size = max(1, first)
+    while size < sort_window and 2 * (sum(ramp) + size) < n:
+        ramp.append(size)
+        size *= 4
+    middle = n - 2 * sum(ramp)
+    pieces = max(1, -(-middle // sort_window))
+    base, extra = divmod(middle, pieces)
+    sizes = ramp + [base + (1 if i < extra else 0) for i in range(pieces)] + ramp[::-1]
+    out, s = [], 0
+    for z in sizes:
+        if z > 0:
+            out.append((s, s + z))
+            s += z
+    return out
+
+
+class _EncodeRun:
+    """One ``iter_encode`` call: windows tokenized ahead, batches in flight, chunks out in input order."""
+
+    def __init__(self, enc: SpladeEncoder, texts: list[str], ids, chunk_size: int, sort_window: int,
+                 stats: EncodeStats, bar):
+        self.enc, self.texts, self.ids = enc, texts, ids
+        self.chunk_size, self.stats, self.bar = chunk_size, stats, bar
+        self.n = len(texts)
+        self.cuda = enc.device.type == "cuda"
+        self.pad_id = enc._pad_id()
+        small = self.n <= enc.batch_size
+        self.windows = [_Window(s, e) for s, e in plan_windows(
+            self.n, sort_window, max(256, 8 * enc.batch_size) if not small else self.n)]
+        self.tokenizer = enc._tokenizer_for_batches()
+        cores = os.cpu_count() or 2
+        self.threads = 0 if small else max(1, min(8, cores // 2))
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lsr-tokenize") if self.threads else None
+        self.planner = ThreadPoolExecutor(1, thread_name_prefix="lsr-batches") if self.threads else None
+        self.closed = threading.Event()
+        # rows finished, in input order, not yet yielded
+        self.done_indptr: list[np.ndarray] = []
+        self.done_indices: list[np.ndarray] = []
+        self.done_values: list[np.ndarray] = []
+        self.done_rows = 0
+        self.yielded = 0
+
+    # ------------------------------------------------------------ windows
+    def _submit(self, w: _Window) -> None:
+        if w.future is not None:
+            return
+        if self.planner is None:
+            f: Future = Future()
+            f.set_result(self._prepare(w, None))
+            w.future = f
+            return
+        nonempty = self.pool.submit(self._nonempty, w.start, w.end)
+        w.future = self.planner.submit(self._prepare, w, nonempty)
+
+    def _nonempty(self, start: int, end: int) -> tuple[np.ndarray, list[Future]]:
+        texts = self.texts
+        pos = np.fromiter((i for i in range(start, end) if texts[i].strip()), np.int64)
+        slices = []
+        for s in range(0, len(pos), _TOKENIZE_SLICE):
+            part = pos[s:s + _TOKENIZE_SLICE]
+            slices.append(self.pool.submit(self.tokenizer, [texts[i] for i in part.tolist()]))
+        return pos, slices
+
+    def _prepare(self, w: _Window, nonempty: Future | None) -> _PreparedWindow:
+        if nonempty is None:
+            pos = np.fromiter((i for i in range(w.start, w.end) if self.texts[i].strip()), np.int64)
+            parts = [self.tokenizer([self.texts[i] for i in pos.tolist()])] if len(pos) else []
+        else:
+            pos, slices = nonempty.result()
+            parts = [f.result() for f in slices]
+        if self.closed.is_set():
+            return _PreparedWindow([], [], 0, 0, 0)
+        truncated = sum(p[2] for p in parts)
+        if not parts:
+            return _PreparedWindow([], [], w.end - w.start, w.end - w.start, 0)
+        flat = np.concatenate([p[0] for p in parts])
+        lengths = np.concatenate([p[1] for p in parts])
+        starts = np.cumsum(lengths) - lengths
+        order = np.argsort(-lengths, kind="stable")
+        bs = self.enc.batch_size
+        positions, batches = [], []
+        for b in range(0, len(order), bs):
+            sel = order[b:b + bs]
+            positions.append(pos[sel])
+            batches.append(_pad_rows(flat, starts[sel], lengths[sel], self.pad_id, self.cuda))
+        return _PreparedWindow(positions, batches, w.end - w.start, w.end - w.start - len(pos), truncated)
+
+    # ------------------------------------------------------------- output
+    def _finish_window(self, w: _Window, prep: _PreparedWindow, results: list) -> None:
+        """Put a window's rows into input order and append them to the finished rows."""
+        n = w.end - w.start
+        counts = np.zeros(n, np.int64)
+        if results:
+            pos = np.concatenate(prep.positions) - w.start
+            c = np.concatenate([r[0] for r in results])
+            cols = np.concatenate([r[1] for r in results])
+            vals = np.concatenate([r[2] for r in results])
+            counts[pos] = c
+            indptr = np.zeros(n + 1, np.int64)
+            np.cumsum(counts, out=indptr[1:])
+            total = int(c.sum())
+            # entry j of collected row k goes to indptr[pos[k]] + j
+            within = np.arange(total) - np.repeat(np.cumsum(c) - c, c)
+            dst = np.repeat(indptr[:-1][pos], c) + within
+            out_cols = np.empty(total, np.int32)
+            out_vals = np.empty(total, np.float32)
+            out_cols[dst] = cols
+            out_vals[dst] = vals
+            cols, vals = out_cols, out_vals
+        else:
+            indptr = np.zeros(n + 1, np.int64)
+            cols, vals = np.zeros(0, np.int32), np.zeros(0, np.float32)
+        self.done_indptr.append(indptr)
+        self.done_indices.append(cols)
+        self.done_values.append(vals)
+        self.done_rows += n
+        self.bar.update(prep.empty)
+
+    def _ready_chunks(self, final: bool) -> Iterator[SparseBatch]:
+        while self.done_rows - self.yielded >= self.chunk_size or (final and self.done_rows > self.yielded):
+            take = min(self.chunk_size, self.done_rows - self.yielded)
+            yield self._take(take)
+
+    def _take(self, k: int) -> SparseBatch:
+        """The next ``k`` finished rows as one batch."""
+        indptrs, idx, vals = [], [], []
+        need, offset = k, 0
+        while need:
+            ip = self.done_indptr[0]
+            rows = len(ip) - 1
+            if rows <= need:
+                self.done_indptr.pop(0)
+                indptrs.append(ip[1:] + offset)
+                idx.append(self.done_indices.pop(0))
+                vals.append(self.done_values.pop(0))
+                offset += int(ip[-1])
+                need -= rows
+            else:
+                cut = int(ip[need])
+                indptrs.append(ip[1:need + 1] + offset)
+                idx.append(self.done_indices[0][:cut])
+                vals.append(self.done_values[0][:cut])
+                self.done_indptr[0] = ip[need:] - cut
+                self.done_indices[0] = self.done_indices[0][cut:]
+                self.done_values[0] = self.done_values[0][cut:]
+                need = 0
+        indptr = np.concatenate([[0]] + indptrs)
+        start = self.yielded
+        self.yielded += k
+        chunk_ids = tuple(self.ids[start:start + k]) if self.ids is not None else None
+        return SparseBatch(indptr, np.concatenate(idx), np.concatenate(vals), self.enc.vocab, chunk_ids)
+
+    # --------------------------------------------------------------- loop
+    @torch.inference_mode()
+    def chunks(self) -> Iterator[SparseBatch]:
+        enc = self.enc
+        ahead = 2
+        for w in self.windows[:ahead]:
+            self._submit(w)
+        inflight: deque = deque()  # (window index, job)
+        results: dict[int, list] = {}
+        preps: dict[int, _PreparedWindow] = {}
+        remaining: dict[int, int] = {}
+        depth = _CUDA_DEPTH if self.cuda else 1
+        try:
+            for wi, w in enumerate(self.windows):
+                if wi + ahead < len(self.windows):
+                    self._submit(self.windows[wi + ahead])
+                prep = w.future.result()
+                preps[wi], results[wi], remaining[wi] = prep, [], len(prep.batches)
+                self.stats.inputs += prep.inputs
+                self.stats.empty += prep.empty
+                self.stats.truncated += prep.truncated
+                if not prep.batches:
+                    yield from self._retire(wi, preps, results, remaining)
+                for host in prep.batches:
+                    inflight.append((wi, enc._launch(host)))
+                    while len(inflight) >= depth:
+                        yield from self._collect_oldest(inflight, preps, results, remaining)
+                prep.batches = []  # the host tensors are no longer needed
+            while inflight:
+                yield from self._collect_oldest(inflight, preps, results, remaining)
+            yield from self._ready_chunks(final=True)
+        finally:
+            enc._pooled_decoder.release()
+
+    def _collect_oldest(self, inflight, preps, results, remaining) -> Iterator[SparseBatch]:
+        wi, job = inflight.popleft()
+        part = self.enc._collect(job)
+        results[wi].append(part)
+        self.bar.update(len(part[0]))
+        remaining[wi] -= 1
+        if remaining[wi] == 0:
+            yield from self._retire(wi, preps, results, remaining)
+
+    def _retire(self, wi, preps, results, remaining) -> Iterator[SparseBatch]:
+        # windows finish in order: batches are collected first in, first out
+        self._finish_window(self.windows[wi], preps.pop(wi), results.pop(wi))
+        remaining.pop(wi)
+        self.windows[wi].future = None
+        yield from self._ready_chunks(final=False)
+
+    def close(self) -> None:
+        self.closed.set()
+        for ex in (self.pool, self.planner):
+            if ex is not None:
+                ex.shutdown(wait=False, cancel_futures=True)
 
 
 def vocabulary_of(tokenizer, size: int | None = None) -> Vocabulary:

@@ -22,6 +22,7 @@ written to a part file; it is listed in ``report.jsonl`` and counted, so that
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring as _encode_basestring
 import math
 import os
 import shutil
@@ -43,6 +44,16 @@ OFFSETS_FILE = "offsets.tsv"
 PART_PATTERN = "part-{:05d}.jsonl"
 FORMAT = "lsr-vectors/1"
 MAX_WEIGHT = 2**31 - 1  # a Java int
+
+
+def _json_str(value) -> str:
+    """``json.dumps(value, ensure_ascii=False)``, fast for strings."""
+    return _encode_basestring(value) if type(value) is str else json.dumps(value, ensure_ascii=False)
+
+
+# "v, " and "v}}\n" for small integers, the two ways a vector entry ends in a JSONL line
+_NUMBERS = np.array([f"{v}, " for v in range(4096)], dtype=object)
+_NUMBERS_END = np.array([f"{v}}}}}\n" for v in range(4096)], dtype=object)
 
 
 def part_files(vecdir: str | os.PathLike) -> list[Path]:
@@ -136,6 +147,7 @@ class VectorWriter:
         self._report = None
         self._offsets = open(self.dir / OFFSETS_FILE, "w", encoding="utf-8")
         self._closed = False
+        self._keys: dict = {}
 
     # -------------------------------------------------------------- writing
     def _next_part(self):
@@ -163,24 +175,66 @@ class VectorWriter:
         if contents is not None and len(contents) != len(batch):
             raise InputError(f"{len(contents)} contents for {len(batch)} vectors")
         q = self.quantizer.quantize(batch)
-        tokens = batch.vocab.tokens
-        indptr, indices, values = q.indptr, q.indices, q.values.astype(np.int64)
-        for i, docid in enumerate(q.ids):
-            s, e = indptr[i], indptr[i + 1]
-            if s == e:
-                self.report(docid, "empty vector after quantization")
-                continue
-            vector = {tokens[j]: int(v) for j, v in zip(indices[s:e].tolist(), values[s:e].tolist())}
-            line = json.dumps({"id": docid, "contents": contents[i] if contents is not None else "",
-                               "vector": vector}, ensure_ascii=False).encode("utf-8") + b"\n"
+        nnz = np.diff(q.indptr)
+        for i in np.flatnonzero(nnz == 0).tolist():
+            self.report(q.ids[i], "empty vector after quantization")
+        keep = np.flatnonzero(nnz > 0)
+        lines = self._format(q, keep, contents)
+        ids = [q.ids[i] for i in keep.tolist()]
+        done = 0
+        while done < len(lines):
             if self._part is None or self._in_part >= self.shard_size:
                 self._next_part()
-            self._part.write(line)
-            self._offsets.write(f"{docid}\t{self._part_name}\t{self._offset}\n")
-            self._offset += len(line)
-            self._in_part += 1
-            self.info.documents_read += 1
-            self.info.documents_written += 1
+            block = lines[done:done + self.shard_size - self._in_part]
+            ends = np.cumsum([len(line) for line in block]).tolist()
+            starts = [self._offset] + [self._offset + e for e in ends[:-1]]
+            self._part.write(b"".join(block))
+            name = self._part_name
+            self._offsets.write("".join(f"{d}\t{name}\t{o}\n" for d, o in zip(ids[done:done + len(block)], starts)))
+            self._offset += ends[-1]
+            self._in_part += len(block)
+            self.info.documents_read += len(block)
+            self.info.documents_written += len(block)
+            done += len(block)
+
+    def _format(self, q: SparseBatch, rows: np.ndarray, contents: Sequence[str] | None) -> list[bytes]:
+        """JSONL lines of ``rows`` of a quantized batch, byte-identical to ``json.dumps(..., ensure_ascii=False)``.
+
+        Token keys and small integers are formatted once per vocabulary and
+        gathered with numpy, so the cost per entry is a few list operations.
+        """
+        keys = self._keys.get(id(q.vocab))
+        if keys is None or keys[0] is not q.vocab:
+            keys = (q.vocab, np.array([_json_str(t) + ": " for t in q.vocab.tokens], dtype=object))
+            self._keys = {id(q.vocab): keys}
+        table = keys[1]
+        lengths = np.diff(q.indptr)[rows]
+        total = int(lengths.sum())
+        if total == 0:
+            return []
+        if total == q.nnz_total:  # every non-empty row: the entries are all of them, in order
+            indices, values = q.indices, q.values.astype(np.int64)
+        else:
+            src = np.repeat(q.indptr[rows] - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+            indices, values = q.indices[src], q.values[src].astype(np.int64)
+        parts = np.empty(2 * total, dtype=object)
+        parts[0::2] = table[indices]
+        if values.max() < len(_NUMBERS):
+            parts[1::2] = _NUMBERS[values]
+            last = np.cumsum(lengths) - 1
+            parts[2 * last + 1] = _NUMBERS_END[values[last]]
+        else:
+            parts[1::2] = [f"{v}, " for v in values.tolist()]
+            last = np.cumsum(lengths) - 1
+            parts[2 * last + 1] = [f"{v}}}}}\n" for v in values[last].tolist()]
+        flat = parts.tolist()
+        bounds = (2 * np.concatenate([[0], np.cumsum(lengths)])).tolist()
+        out = []
+        for k, i in enumerate(rows.tolist()):
+            text = contents[i] if contents is not None else ""
+            head = '{"id": ' + _json_str(q.ids[i]) + ', "contents": ' + _json_str(text) + ', "vector": {'
+            out.append((head + "".join(flat[bounds[k]:bounds[k + 1]])).encode("utf-8"))
+        return out
 
     def close(self) -> VectorDirInfo:
         if self._closed:
