@@ -572,33 +572,39 @@ class StairEncoder:
 
     @torch.inference_mode()
     def _image_batch(self, images: list[Any]) -> SparseBatch:
-        pixels = self.pixels(images).to(self.device, self.dtype, non_blocking=True)
+        pixels = self.pixels(images, self.device).to(self.dtype)
         pooled = log_saturation(self.model.image_pooled_logits(pixels).float())
         if self._excluded.numel():
             pooled[:, self._excluded] = 0.0
         return SparseBatch.from_torch(pooled, self.vocab)
 
     # ------------------------------------------------------- preprocessing
-    def pixels(self, images: Sequence[Any]) -> torch.Tensor:
-        """Model-ready ``[n, 3, H, W]`` float32 pixels (CPU) for paths, PIL images or tensors.
+    def pixels(self, images: Sequence[Any], device: str | torch.device | None = None) -> torch.Tensor:
+        """Model-ready ``[n, 3, H, W]`` float32 pixels on ``device`` (default CPU) for paths, PIL images or tensors.
 
-        A ``[3, H, W]`` tensor already at the model's image size (uint8, or
-        float in [0, 1]) is only normalised; anything else is loaded with
-        :func:`lsr.inputs.load_image` (errors name the file) and goes through
-        open_clip's resize, crop and normalisation.
+        ``[3, H, W]`` tensors already at the model's image size (uint8, or
+        float in [0, 1]) are only normalised, all together on ``device``;
+        anything else is loaded with :func:`lsr.inputs.load_image` (errors
+        name the file) and goes through open_clip's resize, crop and
+        normalisation on the CPU.
         """
-        out = []
-        for im in images:
-            if isinstance(im, torch.Tensor) and im.dim() == 3 and im.shape[0] == 3 \
-                    and tuple(im.shape[1:]) == self.image_size:
-                x = im.detach().cpu()
-                x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-                if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-                    raise InputError("an image tensor must hold uint8 values or floats in [0, 1]")
-                out.append((x - self._mean) / self._std)
-            else:
-                out.append(self.preprocess(load_image(im)))
-        return torch.stack(out) if out else torch.zeros(0, 3, *self.image_size)
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        n = len(images)
+        fast = [i for i, im in enumerate(images) if isinstance(im, torch.Tensor) and im.dim() == 3
+                and im.shape[0] == 3 and tuple(im.shape[1:]) == self.image_size]
+        out = torch.empty(n, 3, *self.image_size, device=device)
+        if fast:
+            x = torch.stack([images[i].detach() for i in fast]).to(device, non_blocking=True)
+            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+            if not bool(torch.isfinite(x).all()) or x.min() < 0 or x.max() > 1:
+                raise InputError("an image tensor must hold uint8 values or floats in [0, 1]")
+            mean, std = self._mean.to(device), self._std.to(device)
+            out[torch.tensor(fast, device=device)] = (x - mean) / std
+        slow = sorted(set(range(n)) - set(fast))
+        if slow:
+            x = torch.stack([self.preprocess(load_image(images[i])) for i in slow])
+            out[torch.tensor(slow, device=device)] = x.to(device, non_blocking=True)
+        return out
 
     # ----------------------------------------------------------- training
     def forward_inputs(self, inputs: Sequence[Input], mask_text_to_input: bool = False) -> torch.Tensor:
@@ -625,7 +631,7 @@ class StairEncoder:
                 vec = vec * present
             parts.append(_scatter_dense(vec, text_rows, n))
         if image_rows:
-            pixels = self.pixels([inputs[i].image for i in image_rows]).to(self.device)
+            pixels = self.pixels([inputs[i].image for i in image_rows], self.device)
             vec = log_saturation(self.model.image_pooled_logits(pixels).float())
             if self._excluded.numel():
                 vec = vec.index_fill(1, self._excluded, 0.0)
@@ -726,20 +732,31 @@ class _MaxProjection(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         h, w, arg = ctx.saved_tensors
-        g = grad.to(h.dtype)
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_h = torch.empty_like(h) if need_h else None
         acc = torch.float32 if w.dtype in (torch.float16, torch.bfloat16) else w.dtype
         grad_w = torch.zeros(w.shape, dtype=acc, device=w.device) if need_w else None
+        grad_h = torch.zeros_like(h) if need_h else None
+        # Only vocabulary columns with a non-zero gradient matter; after log1p(relu(.)) and
+        # FLOPs regularization they are often a small part of the vocabulary.
+        cols = torch.nonzero(grad.ne(0).any(dim=0)).squeeze(1)
+        if len(cols) < 0.75 * w.shape[0]:
+            g, a, ws = grad[:, cols].to(h.dtype), arg[:, cols], w[cols]
+        else:
+            cols, g, a, ws = None, grad.to(h.dtype), arg, w
+        chunk = max(1, ctx.chunk * w.shape[0] // max(1, ws.shape[0]))
         with torch.autocast(h.device.type, enabled=False):
-            for s in range(0, h.shape[1], ctx.chunk):
-                e = min(h.shape[1], s + ctx.chunk)
+            for s in range(0, h.shape[1] if g.shape[1] else 0, chunk):
+                e = min(h.shape[1], s + chunk)
                 pos = torch.arange(s, e, device=h.device).view(1, -1, 1)
-                g_chunk = g.unsqueeze(1) * (arg.unsqueeze(1) == pos)  # [batch, chunk, vocab]
+                g_chunk = g.unsqueeze(1) * (a.unsqueeze(1) == pos)  # [batch, chunk, active vocab]
                 if need_h:
-                    grad_h[:, s:e] = g_chunk @ w
+                    grad_h[:, s:e] = g_chunk @ ws
                 if need_w:
-                    grad_w += (g_chunk.flatten(0, 1).T @ h[:, s:e].flatten(0, 1)).to(acc)
+                    part = (g_chunk.flatten(0, 1).T @ h[:, s:e].flatten(0, 1)).to(acc)
+                    if cols is None:
+                        grad_w += part
+                    else:
+                        grad_w.index_add_(0, cols, part)
         dh, dw, db = ctx.dtypes
         return (grad_h.to(dh) if need_h else None, grad_w.to(dw) if need_w else None,
                 grad.sum(0).to(db) if need_b and db is not None else None, None)

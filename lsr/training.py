@@ -135,7 +135,10 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "TrainConfig":
-        """Read a ``.json`` or ``.toml`` file (a TOML file may put the settings in a ``[train]`` table)."""
+        """Read a ``.json`` or ``.toml`` file (a TOML file may put the settings in a ``[train]`` table).
+
+        Relative paths in the file are resolved against the file's directory.
+        """
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: config file not found")
@@ -153,10 +156,14 @@ class TrainConfig:
         if not isinstance(d, dict):
             raise InputError(f"{path}: expected an object of settings")
         cfg = cls.from_dict(d, str(path))
+        # Relative paths are relative to the config file. model and pretrained may also be names
+        # (an alias, an open_clip tag), so they are taken as paths only when the file exists.
         base = path.parent
         for name in ("data", "candidates", "image_root", "output_dir", "model", "pretrained"):
             value = getattr(cfg, name)
-            if value and not os.path.isabs(value) and (base / value).exists():
+            if not value or os.path.isabs(os.path.expanduser(value)):
+                continue
+            if name not in ("model", "pretrained") or (base / value).exists():
                 setattr(cfg, name, str(base / value))
         return cfg
 

@@ -257,3 +257,14 @@ def test_text_corpus_through_the_shared_pipeline(tmp_path, stair):
     info = encode_to_dir(stair, records, tmp_path / "v")
     assert (info.documents_written, info.documents_reported) == (2, 1)
     assert VectorDirInfo.load(tmp_path / "v").vocab_fingerprint == stair.vocab.fingerprint
+
+
+def test_gpu_benchmark_script_runs_on_cpu_at_toy_size(tmp_path):
+    from benchmarks import stair_gpu
+
+    assert stair_gpu.main(["--device", "cpu", "--tiny", "--json", str(tmp_path / "out.json")]) == 0
+    res = json.loads((tmp_path / "out.json").read_text())
+    for key in ("tower", "tower+head", "encode_documents", "encode_documents (PIL)"):
+        assert res[key]["images_per_s"] > 0
+    assert res["train_step"]["finite"] and res["train_step"]["bf16_autocast"] is True
+    assert res["image_model"] == "stair-tiny-vit" and res["dtype"] == "torch.bfloat16"
