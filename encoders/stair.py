@@ -26,6 +26,8 @@ import json
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -550,8 +552,17 @@ class StairEncoder:
         rows = [i for i, x in enumerate(inputs) if x is not None and x.image is not None]
         image_part = None
         if rows:
-            got = [self._image_batch([inputs[i].image for i in rows[s:s + self.batch_size]])
-                   for s in range(0, len(rows), self.batch_size)]
+            batches = [[inputs[i].image for i in rows[s:s + self.batch_size]]
+                       for s in range(0, len(rows), self.batch_size)]
+            got = []
+            # the next batch is loaded and stacked on the CPU while the model runs on the current one
+            with ThreadPoolExecutor(max_workers=1) as ahead:
+                job = ahead.submit(self._prepare, batches[0])
+                for k in range(len(batches)):
+                    prepared = job.result()
+                    if k + 1 < len(batches):
+                        job = ahead.submit(self._prepare, batches[k + 1])
+                    got.append(self._image_batch(prepared))
             image_part = _scatter_rows(SparseBatch.concat(got), np.asarray(rows), n)
         parts = [p for p in (text_part, image_part) if p is not None]
         if not parts:
@@ -571,8 +582,8 @@ class StairEncoder:
         return batch._replace_values(keep)
 
     @torch.inference_mode()
-    def _image_batch(self, images: list[Any]) -> SparseBatch:
-        pixels = self.pixels(images, self.device).to(self.dtype)
+    def _image_batch(self, prepared: "_Prepared") -> SparseBatch:
+        pixels = self._to_device(prepared, self.device).to(self.dtype)
         pooled = log_saturation(self.model.image_pooled_logits(pixels).float())
         if self._excluded.numel():
             pooled[:, self._excluded] = 0.0
@@ -586,24 +597,53 @@ class StairEncoder:
         float in [0, 1]) are only normalised, all together on ``device``;
         anything else is loaded with :func:`lsr.inputs.load_image` (errors
         name the file) and goes through open_clip's resize, crop and
-        normalisation on the CPU.
+        normalisation on the CPU, several images at a time in threads.
         """
         device = torch.device(device) if device is not None else torch.device("cpu")
+        return self._to_device(self._prepare(images, pin=device.type == "cuda"), device)
+
+    def _prepare(self, images: Sequence[Any], pin: bool | None = None) -> "_Prepared":
+        """The CPU half of :meth:`pixels`: stacked raw tensors and decoded, transformed images."""
+        pin = self.device.type == "cuda" if pin is None else pin
         n = len(images)
         fast = [i for i, im in enumerate(images) if isinstance(im, torch.Tensor) and im.dim() == 3
                 and im.shape[0] == 3 and tuple(im.shape[1:]) == self.image_size]
-        out = torch.empty(n, 3, *self.image_size, device=device)
+        raw = None
         if fast:
-            x = torch.stack([images[i].detach() for i in fast]).to(device, non_blocking=True)
-            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-            if not bool(torch.isfinite(x).all()) or x.min() < 0 or x.max() > 1:
-                raise InputError("an image tensor must hold uint8 values or floats in [0, 1]")
-            mean, std = self._mean.to(device), self._std.to(device)
-            out[torch.tensor(fast, device=device)] = (x - mean) / std
-        slow = sorted(set(range(n)) - set(fast))
+            raw = torch.stack([images[i].detach().cpu() for i in fast])
+            if raw.dtype != torch.uint8:
+                raw = raw.float()
+                if not bool(torch.isfinite(raw).all()) or raw.min() < 0 or raw.max() > 1:
+                    raise InputError("an image tensor must hold uint8 values or floats in [0, 1]")
+            if pin:
+                raw = raw.pin_memory()
+        fast_set = set(fast)
+        slow = [i for i in range(n) if i not in fast_set]
+        decoded = None
         if slow:
-            x = torch.stack([self.preprocess(load_image(images[i])) for i in slow])
-            out[torch.tensor(slow, device=device)] = x.to(device, non_blocking=True)
+            load = lambda im: self.preprocess(load_image(im))  # noqa: E731
+            if len(slow) >= 8:
+                decoded = torch.stack(list(_decode_pool().map(load, [images[i] for i in slow])))
+            else:
+                decoded = torch.stack([load(images[i]) for i in slow])
+            if pin:
+                decoded = decoded.pin_memory()
+        return _Prepared(n, fast, raw, slow, decoded)
+
+    def _to_device(self, prepared: "_Prepared", device: torch.device) -> torch.Tensor:
+        """The GPU half of :meth:`pixels`: copy, scale and normalise."""
+        parts = []
+        if prepared.raw is not None:
+            x = prepared.raw.to(device, non_blocking=True)
+            x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+            parts.append((prepared.fast, (x - self._mean.to(device)) / self._std.to(device)))
+        if prepared.decoded is not None:
+            parts.append((prepared.slow, prepared.decoded.to(device, non_blocking=True)))
+        if len(parts) == 1:
+            return parts[0][1]
+        out = torch.empty(prepared.n, 3, *self.image_size, device=device)
+        for idx, x in parts:
+            out[torch.tensor(idx, device=device)] = x
         return out
 
     # ----------------------------------------------------------- training
@@ -642,6 +682,26 @@ class StairEncoder:
 
     def __repr__(self) -> str:
         return f"StairEncoder({self.name!r}, device={self.device}, dtype={self.dtype})"
+
+
+@dataclass
+class _Prepared:
+    n: int
+    fast: list[int]
+    raw: torch.Tensor | None
+    slow: list[int]
+    decoded: torch.Tensor | None
+
+
+_DECODE_POOL: ThreadPoolExecutor | None = None
+
+
+def _decode_pool() -> ThreadPoolExecutor:
+    """Threads that decode and resize images (PIL releases the GIL while it works)."""
+    global _DECODE_POOL
+    if _DECODE_POOL is None:
+        _DECODE_POOL = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="lsr-image")
+    return _DECODE_POOL
 
 
 def _inputs_or_empty(items) -> list[Input | None]:
