@@ -14,6 +14,7 @@ lambda = 0. Vectors are evaluated through ``encode_queries`` /
 ``encode_documents``, the same path that exports to an index.
 
     python -m benchmarks.stair_synthetic --json OUT.json [--steps N] [--quick]
+    python -m benchmarks.stair_synthetic --write-data DIR     # the same data as files, for lsr train
 """
 
 from __future__ import annotations
@@ -117,6 +118,39 @@ def make_task(seed: int = 0, per_combo: int = 16, test_renderings: int = 5, held
             pairs.append(Pair(Input(text=text), Input(image=draw(*combo, rng, image_size)), text, f"{text}#{j}"))
     galleries = [[draw(*combo, rng, image_size) for combo in test] for _ in range(test_renderings)]
     return Task(train, test, pairs, galleries, image_size)
+
+
+def write_beir(task: Task, root: str | Path) -> Path:
+    """Write the task as a BEIR-style directory with PNG files (for ``lsr train --config``).
+
+    Training images are documents ``train-N`` judged for their caption
+    (``qrels/train.tsv``); the first test rendering is documents ``test-N``
+    judged for the held-out captions (``qrels/test.tsv``).
+    """
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "qrels").mkdir(exist_ok=True)
+    corpus, queries, train_qrels, test_qrels = [], {}, [], []
+    for i, pair in enumerate(task.train_pairs):
+        pair.document.image.save(root / "images" / f"train-{i}.png")
+        corpus.append({"_id": f"train-{i}", "image": f"images/train-{i}.png"})
+        qid = "q-" + pair.query_id.replace(" ", "-")
+        queries[qid] = pair.query.text
+        train_qrels.append(f"{qid}\ttrain-{i}\t1")
+    for i, (combo, image) in enumerate(zip(task.test_combos, task.test_galleries[0])):
+        image.save(root / "images" / f"test-{i}.png")
+        corpus.append({"_id": f"test-{i}", "image": f"images/test-{i}.png"})
+        text = caption(*combo)
+        qid = "q-" + text.replace(" ", "-")
+        queries[qid] = text
+        test_qrels.append(f"{qid}\ttest-{i}\t1")
+    with open(root / "corpus.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(d) + "\n" for d in corpus)
+    with open(root / "queries.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items())
+    for name, rows in (("train", train_qrels), ("test", test_qrels)):
+        (root / "qrels" / f"{name}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
+    return root
 
 
 def evaluate(encoder, task: Task, top_k: int = 5) -> dict:
@@ -257,13 +291,20 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-flops-off", action="store_true", help="skip the lambda = 0 run")
     ap.add_argument("--quick", action="store_true", help="a short run (fewer steps and test renderings)")
+    ap.add_argument("--write-data", metavar="DIR", help="only write the task as a BEIR-style directory with PNG "
+                    "images (for lsr train) and exit")
     args = ap.parse_args(argv)
     settings = RunSettings()
     if args.quick:
-        settings.steps, settings.test_renderings, settings.lambda_warmup_steps = 120, 1, 40
+        settings.steps, settings.per_combo, settings.test_renderings, settings.lambda_warmup_steps = 120, 8, 1, 40
     for name in ("steps", "lambda_d", "learning_rate", "temperature", "batch_size", "seed", "threads"):
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))
+    if args.write_data:
+        task = make_task(settings.seed, settings.per_combo, 1)
+        root = write_beir(task, args.write_data)
+        print(f"wrote {len(task.train_pairs)} training and {len(task.test_combos)} test images with captions to {root}")
+        return 0
     t0 = time.perf_counter()
     res = run(settings, flops_off=not args.no_flops_off)
     res["total_seconds"] = round(time.perf_counter() - t0, 1)

@@ -287,8 +287,11 @@ class StairEncoder:
     alias of kind ``stair``). ``StairEncoder(image_model=..., pretrained=...,
     text_model=...)`` builds a new model: an open_clip image tower (random
     init, an open_clip tag or a local checkpoint file), a token-prediction
-    head initialised from the text model's MLM head where shapes allow, and
-    the SPLADE text model.
+    head and the SPLADE text model. The head starts random by default;
+    ``head_init="mlm"`` copies the text model's MLM head where shapes allow
+    (on a random tower that copy gives strongly negative logits, and every
+    image vector was empty after a few training steps in our runs, so it is
+    not the default).
 
     ``encode_documents`` / ``encode_queries`` take :class:`lsr.inputs.Input`
     objects or strings and return a :class:`~lsr.sparse.SparseBatch`. Text is

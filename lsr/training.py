@@ -39,7 +39,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -101,7 +101,6 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: bool = False
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.stage not in STAGES:

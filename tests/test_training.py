@@ -275,13 +275,14 @@ def test_lsr_train_from_config_files(tmp_path, capsys):
 # --------------------------------------------------------------- learnability
 @pytest.mark.slow
 def test_learnability_on_synthetic_captioned_images(tmp_path):
-    """A reduced run of ``python -m benchmarks.stair_synthetic`` (the full run reaches Recall@1 >= 0.8)."""
+    """``python -m benchmarks.stair_synthetic --quick``: 120 steps (the full run of 300 reaches Recall@1 0.97)."""
     from benchmarks.stair_synthetic import RunSettings, make_task, train_and_evaluate
 
-    settings = RunSettings(steps=160, per_combo=8, test_renderings=2, lambda_warmup_steps=60)
+    settings = RunSettings(steps=120, per_combo=8, test_renderings=1, lambda_warmup_steps=40)
     task = make_task(settings.seed, settings.per_combo, settings.test_renderings)
     m = train_and_evaluate(task, settings, settings.lambda_d, tmp_path / "run")
     assert m["chance"] <= 0.05
-    assert m["recall_at_1"] >= 0.3, m  # about ten times chance
-    assert m["colour_in_top5"] >= 0.7, m
+    # the same run reached 0.89 here; chance is 1/36
+    assert m["recall_at_1"] >= 0.5, m
+    assert m["colour_in_top5"] >= 0.8 and m["shape_in_top5"] >= 0.5, m
     assert m["nnz_image_mean"] < 5000, m
