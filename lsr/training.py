@@ -143,8 +143,10 @@ class TrainConfig:
             raise InputError(f"{path}: config file not found")
         try:
             if path.suffix.lower() == ".toml":
-                import tomllib
-
+                try:
+                    import tomllib
+                except ImportError:  # Python 3.10
+                    raise InputError(f"{path}: TOML configs need Python 3.11 or later; use a JSON file") from None
                 with open(path, "rb") as fh:
                     d = tomllib.load(fh)
                 d = d.get("train", d)
