@@ -13,7 +13,12 @@ Measured in one run, on the same device and batches:
   median seconds and peak GPU memory.
 
 The default is a randomly initialised ``ViT-B-16`` tower with the SPLADE-tiny
-text side, batch 256. ``--device cpu --tiny`` runs the same code at toy size.
+text side, batch 256. A random token head activates most of the vocabulary;
+``--target-nnz`` (default 256) lowers the head's bias so that an image gets
+about that many non-zeros, as a trained, FLOPs-regularized model does, so that
+the CSR copy to the host is measured at a realistic size. ``--loop-steps``
+also runs :func:`lsr.training.train` itself (stage 3, bf16) for a few steps on
+the device. ``--device cpu --tiny`` runs the same code at toy size.
 
     python -m benchmarks.stair_gpu --json OUT.json
     python -m benchmarks.stair_gpu --device cpu --tiny --json OUT.json
@@ -52,7 +57,7 @@ def _rate(fn, n_images: int, repeats: int, device) -> dict:
 
 
 def run(image_model: str, device: str, batch_size: int, images: int, pil_images: int, repeats: int,
-        train_batch: int, train_steps: int, bf16: bool = True) -> dict:
+        train_batch: int, train_steps: int, bf16: bool = True, target_nnz: int = 256, loop_steps: int = 0) -> dict:
     import numpy as np
     import torch
     from PIL import Image
@@ -75,6 +80,14 @@ def run(image_model: str, device: str, batch_size: int, images: int, pil_images:
                  "cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
 
     pixel_batches = [enc.pixels(b, dev).to(enc.dtype) for b in batches]
+    if target_nnz:
+        with torch.inference_mode():
+            pooled = enc.model.image_pooled_logits(pixel_batches[0]).float()
+            pooled[:, sorted(enc.vocab.special_ids)] = float("-inf")
+            cut = torch.quantile(pooled.flatten()[:1 << 24], 1.0 - target_nnz / pooled.shape[1])
+        with torch.no_grad():
+            enc.model.head.decoder.bias -= cut.to(enc.model.head.decoder.bias.dtype)
+    out["target_nnz"] = target_nnz
 
     @torch.inference_mode()
     def tower():
@@ -132,7 +145,33 @@ def run(image_model: str, device: str, batch_size: int, images: int, pil_images:
         "peak_gpu_mem_gib": (torch.cuda.max_memory_allocated(dev) / 2 ** 30) if dev.type == "cuda" else None,
     }
     out["ratio_encode_to_tower"] = out["encode_documents"]["images_per_s"] / out["tower"]["images_per_s"]
+    if loop_steps:
+        out["train_loop"] = _train_loop(enc, tensors, train_batch, loop_steps, str(dev), bf16)
     return out
+
+
+def _train_loop(enc, tensors, batch: int, steps: int, device: str, bf16: bool) -> dict:
+    """A few steps of :func:`lsr.training.train` (stage 3) on caption/image pairs, then a reload of the result."""
+    import tempfile
+
+    from encoders.stair import StairEncoder
+    from lsr.inputs import Input
+    from lsr.pairs import Pair
+    from lsr.training import TrainConfig, read_log, train
+
+    pairs = [Pair(Input(text=f"picture number {i}", instruction="Find an image that matches the caption."),
+                  Input(image=tensors[i % len(tensors)]), f"q{i}", f"d{i}") for i in range(batch * 2)]
+    with tempfile.TemporaryDirectory(prefix="stair-gpu-") as tmp:
+        cfg = TrainConfig(output_dir=tmp, stage=3, steps=steps, batch_size=batch, learning_rate=1e-5,
+                          lambda_q=1e-4, lambda_d=1e-4, device=device, bf16=bf16, log_every=1, progress=False)
+        result = train(enc, pairs, cfg)
+        log = read_log(tmp)
+        back = StairEncoder(str(result.final_dir), device=device, batch_size=enc.batch_size)
+        same = back.encode_documents([Input(image=tensors[0])]).nnz_total > 0
+    secs = [b["seconds"] - a["seconds"] for a, b in zip(log, log[1:])]
+    return {"steps": steps, "batch": batch, "seconds_per_step_median": statistics.median(secs) if secs else None,
+            "loss_first": log[0]["loss"], "loss_last": log[-1]["loss"], "nnz_d_last": log[-1]["nnz_d"],
+            "reloaded_and_encoded": bool(same)}
 
 
 def print_table(res: dict) -> None:
@@ -147,6 +186,12 @@ def print_table(res: dict) -> None:
     print(f"training step (stage 3, batch {t['batch']}, bf16 autocast {t['bf16_autocast']}): "
           f"{t['seconds_median'] * 1000:.0f} ms median{mem}, loss {t['loss']:.3f}")
     print(f"encode_documents / tower = {res['ratio_encode_to_tower']:.2f}; non-zeros per image {res['nnz_per_image']:.0f}")
+    if "train_loop" in res:
+        t = res["train_loop"]
+        per = t["seconds_per_step_median"]
+        print(f"lsr.training.train, stage 3, {t['steps']} steps of batch {t['batch']}: "
+              f"{'%.0f ms/step' % (per * 1000) if per else 'n/a'}, loss {t['loss_first']:.3f} -> {t['loss_last']:.3f}, "
+              f"reloaded: {t['reloaded_and_encoded']}")
 
 
 def main(argv=None) -> int:
@@ -161,13 +206,17 @@ def main(argv=None) -> int:
     ap.add_argument("--train-batch", type=int, default=128)
     ap.add_argument("--train-steps", type=int, default=3)
     ap.add_argument("--fp32", action="store_true", help="float32 instead of bf16")
+    ap.add_argument("--target-nnz", type=int, default=256, help="non-zeros per image to calibrate the random head to "
+                    "(0: leave the random head as it is)")
+    ap.add_argument("--loop-steps", type=int, default=3, help="steps of lsr.training.train to run (0: skip)")
     ap.add_argument("--tiny", action="store_true", help="toy sizes for a CPU check (stair-tiny-vit, a few images)")
     args = ap.parse_args(argv)
     if args.tiny:
         args.image_model, args.batch_size, args.images, args.pil_images = "stair-tiny-vit", 4, 8, 2
-        args.repeats, args.train_batch, args.train_steps = 1, 2, 1
+        args.repeats, args.train_batch, args.train_steps, args.loop_steps = 1, 2, 1, 2
     res = run(args.image_model, args.device, args.batch_size, args.images, args.pil_images, args.repeats,
-              args.train_batch, args.train_steps, bf16=not args.fp32)
+              args.train_batch, args.train_steps, bf16=not args.fp32, target_nnz=args.target_nnz,
+              loop_steps=args.loop_steps)
     print_table(res)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
