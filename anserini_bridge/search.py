@@ -24,6 +24,7 @@ from typing import Mapping, Sequence, Union
 
 from lsr.errors import IndexMismatchError, InputError
 from lsr.io import Hit
+from lsr.retrieval import query_ids
 from lsr.sparse import SparseBatch
 from lsr.vectors import VectorStore, parse_vector
 
@@ -49,6 +50,7 @@ class ImpactSearcher:
         self._Integer = jvm.autoclass("java.lang.Integer")
         self._ArrayList = jvm.autoclass("java.util.ArrayList")
         self._json = _JsonBridge.create()
+        self._clause_limit = 1024
         self._store = VectorStore(self.index_dir / DOCVECTORS_DIR) if self.meta.stored_vectors else None
 
     # ----------------------------------------------------------------- checks
@@ -78,14 +80,30 @@ class ImpactSearcher:
                 self.check_encoder(None, None)
             self.check_encoder(None, queries.vocab.fingerprint)
             q = self.meta.quantization.quantize(queries)
-            return [{k: int(v) for k, v in q.to_dict(i).items()} for i in range(len(q))]
-        out = []
-        for i, d in enumerate(queries):
-            try:
-                out.append(parse_vector("query", i + 1, {"vector": dict(d)}))
-            except InputError as e:
-                raise InputError(str(e).replace("query:", "query #", 1)) from None
+            out = [{k: int(v) for k, v in q.to_dict(i).items()} for i in range(len(q))]
+        else:
+            out = []
+            for i, d in enumerate(queries):
+                try:
+                    out.append(parse_vector("query", i + 1, {"vector": dict(d)}))
+                except InputError as e:
+                    raise InputError(str(e).replace("query:", "query #", 1)) from None
+        self._allow_terms(out)
         return out
+
+    def _allow_terms(self, queries: Sequence[Mapping[str, int]]) -> None:
+        """Raise Lucene's clause limit (1024 by default) to the longest query.
+
+        A learned sparse query can activate thousands of word pieces (an
+        image-heavy STAIR query, an untrained model); Lucene would refuse it
+        and Anserini's batch search would fail as a whole.
+        """
+        longest = max((len(q) for q in queries), default=0)
+        if longest > self._clause_limit:
+            index_searcher = jvm.autoclass("org.apache.lucene.search.IndexSearcher")
+            if longest > index_searcher.getMaxClauseCount():
+                index_searcher.setMaxClauseCount(int(longest))
+            self._clause_limit = int(index_searcher.getMaxClauseCount())
 
     def _java_query(self, q: Mapping[str, int]):
         if self._json is not None:
@@ -154,19 +172,8 @@ class ImpactSearcher:
 
         A query whose vector is empty (after quantization) gets an empty list.
         """
-        if k < 1:
-            raise InputError(f"k must be at least 1, got {k}")
-        if qids is None:
-            if isinstance(queries, SparseBatch) and queries.ids is not None:
-                qids = queries.ids
-            else:
-                raise InputError("batch_search needs query ids (qids=...) or a SparseBatch with ids")
-        qids = [str(q) for q in qids]
-        if len(set(qids)) != len(qids):
-            raise InputError("batch_search: query ids must be unique")
+        qids = query_ids(queries, qids, k)
         ints = self._integer_queries(queries)
-        if len(ints) != len(qids):
-            raise InputError(f"batch_search: {len(ints)} queries but {len(qids)} ids")
         asked = [(qid, q) for qid, q in zip(qids, ints) if q]
         results = {qid: [] for qid in qids}
         if asked:

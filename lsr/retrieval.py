@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 from typing import Mapping, Protocol, Sequence, Union, runtime_checkable
 
+from .errors import InputError
 from .io import Hit
 from .sparse import SparseBatch
 
@@ -70,3 +71,23 @@ def signature_problems(retriever: object) -> list[str]:
             problems.append(f"{owner}.{name}({', '.join(n for n, _ in have)}) does not match "
                             f"{name}({', '.join(n for n, _ in want)})")
     return problems
+
+
+def query_ids(queries: Queries, qids: Sequence[str] | None, k: int) -> list[str]:
+    """Validated arguments of ``batch_search``: ``k >= 1`` and unique string ids.
+
+    Without ``qids`` the ids of a :class:`~lsr.sparse.SparseBatch` are used.
+    """
+    if k < 1:
+        raise InputError(f"k must be at least 1, got {k}")
+    if qids is None:
+        if isinstance(queries, SparseBatch) and queries.ids is not None:
+            qids = queries.ids
+        else:
+            raise InputError("batch_search needs query ids (qids=...) or a SparseBatch with ids")
+    ids = [str(q) for q in qids]
+    if len(set(ids)) != len(ids):
+        raise InputError("batch_search: query ids must be unique")
+    if len(ids) != len(queries):
+        raise InputError(f"batch_search: {len(queries)} queries but {len(ids)} ids")
+    return ids

@@ -147,3 +147,12 @@ def test_foreign_vector_files_are_validated_and_indexed(tmp_path):
     (vec / "part-00001.jsonl").write_text('{"id": "c", "contents": "", "vector": {"x": -1}}\n')
     with pytest.raises(InputError, match="part-00001.jsonl:1"):
         build_index(vec, tmp_path / "idx2", progress=False)
+
+
+def test_queries_longer_than_lucenes_clause_limit(exact_setup):
+    root, docs, *_ = exact_setup
+    long_query = random_vectors(1, 1500, VOCAB, max_weight=9, seed=11, prefix="long")
+    expected = exhaustive_search(long_query, docs, k=10)["long0"]
+    with ImpactSearcher(root / "idx") as s:
+        got = s.batch_search([{k: int(v) for k, v in long_query.to_dict(0).items()}], qids=["long0"], k=10)
+    assert [h.impact_score for h in got["long0"]] == [int(h.score) for h in expected]

@@ -257,22 +257,6 @@ def build_sparse_index(encoder, mset, workdir: str | os.PathLike, quantizer=None
     return index_dir
 
 
-def _allow_query_terms(n_terms: int) -> None:
-    """Let Lucene accept queries of ``n_terms`` terms.
-
-    Lucene refuses a boolean query with more clauses than
-    ``IndexSearcher.getMaxClauseCount()`` (1024 by default), and Anserini's
-    batch search then fails as a whole. Learned sparse queries can be much
-    longer (an untrained or image-heavy STAIR model activates thousands of
-    word pieces), so the process-wide limit is raised to the longest query.
-    """
-    from anserini_bridge import jvm
-
-    searcher_class = jvm.autoclass("org.apache.lucene.search.IndexSearcher")
-    if n_terms > searcher_class.getMaxClauseCount():
-        searcher_class.setMaxClauseCount(int(n_terms))
-
-
 def sparse_runs(encoder, mset, query_inputs, index_dir: str | os.PathLike, depth: int = 50,
                 scopes: Iterable[str] = ("local", "global"), chunk_size: int = 256, threads: int | None = None,
                 progress: bool = True, max_terms: int | None = None):
@@ -301,7 +285,6 @@ def sparse_runs(encoder, mset, query_inputs, index_dir: str | os.PathLike, depth
     out: dict = {}
     with ImpactSearcher(index_dir) as searcher:
         searcher.check_encoder(encoder.name, encoder.vocab.fingerprint)
-        _allow_query_terms(int(queries.nnz.max()) if len(queries) else 0)
         n_docs = searcher.num_docs
         k = max(1, min(n_docs, depth * 4 if "local" in scopes else depth))
         first = searcher.batch_search(queries, qids, k=k, threads=threads)

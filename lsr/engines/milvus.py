@@ -44,6 +44,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..retrieval import query_ids
 from ..errors import EnvironmentProblem, IndexMismatchError, InputError
 from ..io import Hit
 from ..quantize import Quantizer
@@ -594,17 +595,8 @@ class MilvusCollection:
                      threads: int | None = None) -> dict[str, list[Hit]]:
         """``{qid: hits}`` in the input order; Milvus parallelises on its side (``threads`` is not used)."""
         _check_k(k)
-        if qids is None:
-            if isinstance(queries, SparseBatch) and queries.ids is not None:
-                qids = queries.ids
-            else:
-                raise InputError("batch_search needs query ids (qids=...) or a SparseBatch with ids")
-        qids = [str(q) for q in qids]
-        if len(set(qids)) != len(qids):
-            raise InputError("batch_search: query ids must be unique")
+        qids = query_ids(queries, qids, k)
         vectors = self._integer_queries(queries)
-        if len(vectors) != len(qids):
-            raise InputError(f"batch_search: {len(vectors)} queries but {len(qids)} ids")
         self._load()
         return dict(zip(qids, self._search_vectors(vectors, k)))
 

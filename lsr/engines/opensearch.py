@@ -54,6 +54,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..retrieval import query_ids
 from ..errors import EnvironmentProblem, IndexMismatchError, InputError
 from ..io import Hit
 from ..quantize import Quantizer
@@ -445,17 +446,8 @@ class HttpEngine:
     def batch_search(self, queries, qids: Sequence[str] | None = None, k: int = 10,
                      threads: int | None = None) -> dict[str, list[Hit]]:
         """``{qid: hits}`` through ``_msearch``; ``threads`` is not used (the engine parallelises)."""
-        if k < 1:
-            raise InputError(f"k must be at least 1, got {k}")
-        if qids is None:
-            if isinstance(queries, SparseBatch) and queries.ids is not None:
-                qids = queries.ids
-            else:
-                raise InputError("batch_search needs query ids (qids=...) or a SparseBatch with ids")
-        qids = [str(q) for q in qids]
+        qids = query_ids(queries, qids, k)
         vectors = self._integer_queries(queries)
-        if len(vectors) != len(qids):
-            raise InputError(f"batch_search: {len(vectors)} queries but {len(qids)} ids")
         quant = self._quantizer()
         out = {q: [] for q in qids}
         todo = [(q, *query_body(self.engine, v, k, self.field)) for q, v in zip(qids, vectors) if v]
