@@ -122,7 +122,7 @@ class ProcessVectorWriter:
         shard_size: int = 100_000,
         overwrite: bool = False,
         extra: dict | None = None,
-        queue_size: int = 8,
+        queue_size: int = 32,
     ):
         self.dir = Path(vecdir)
         if self.dir.exists() and (not self.dir.is_dir() or any(self.dir.iterdir())) and not overwrite:

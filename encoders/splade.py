@@ -242,15 +242,15 @@ class SpladeEncoder:
         w = job.weights
         if not w.is_cuda:
             rows, cols = torch.nonzero(w, as_tuple=True)
-            counts = torch.bincount(rows, minlength=w.shape[0])
+            counts = (w != 0).sum(dim=1)
             return counts.numpy(), cols.to(torch.int32).numpy(), w[rows, cols].numpy()
         if self._side_stream is None or self._side_stream.device != w.device:
             self._side_stream = torch.cuda.Stream(device=w.device)
         side = self._side_stream
         with torch.cuda.stream(side):
             side.wait_event(job.event)
+            counts = (w != 0).sum(dim=1, dtype=torch.int32)
             rows, cols = torch.nonzero(w, as_tuple=True)  # waits for this stream only
-            counts = torch.bincount(rows, minlength=w.shape[0]).to(torch.int32)
             vals = w[rows, cols]
             packed = torch.cat([counts, cols.to(torch.int32), vals.view(torch.int32)]).cpu().numpy()
         b, nnz = w.shape[0], len(vals)
@@ -295,7 +295,7 @@ class PooledDecoder(torch.nn.Module):
         weight = self.decoder.weight
         vocab = weight.shape[0]
         valid = self.mask.bool() if self.mask is not None else torch.ones(b, t, dtype=torch.bool, device=hidden.device)
-        first = valid.to(torch.uint8).argmax(dim=1)
+        first = valid.to(torch.float32).argmax(dim=1)  # first valid position
         hidden = torch.where(valid[..., None], hidden, hidden[torch.arange(b, device=hidden.device), first][:, None])
         block = max(1, min(t, self.budget // max(1, b * vocab)))
         linear = isinstance(self.decoder, torch.nn.Linear)
