@@ -60,3 +60,17 @@ def test_encode_index_refuses_existing_outputs(tmp_path):
     assert run_lsr("index", "--input", tmp_path / "v", "--index", tmp_path / "i").returncode == 0
     again = run_lsr("index", "--input", tmp_path / "v", "--index", tmp_path / "i")
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+@pytest.mark.parametrize("data, message", [
+    (b'{"_id": "1", "text": "ok"}\n{"_id": "2", "text": "caf\xe9"}\n', "corpus.jsonl:2: not valid UTF-8"),
+    (b'{"_id": "1", "text": "ok"}\n{"_id": "2", "text": \n', "corpus.jsonl:2: malformed JSON"),
+    (b'{"text": "no id"}\n', "corpus.jsonl:1: missing '_id'"),
+    (b'{"_id": 7, "text": "int id"}\n', "corpus.jsonl:1: '_id' must be a string"),
+])
+def test_cli_names_file_and_line_of_bad_records(tmp_path, data, message):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_bytes(data)
+    out = run_lsr("encode", "--model", "splade-tiny", "--input", corpus, "--output", tmp_path / "v")
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "v").exists()
