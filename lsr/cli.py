@@ -26,10 +26,15 @@ def _add_model_args(p: argparse.ArgumentParser, model_required: bool = True) -> 
 
 
 def _load_encoder(args):
-    from encoders.splade import SpladeEncoder
+    """The sparse encoder named by ``--model``: SPLADE, or a STAIR directory (its text side for text input)."""
+    from encoders.registry import resolve
 
-    return SpladeEncoder(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length,
-                         batch_size=args.batch_size, progress=True)
+    if resolve(args.model).kind == "stair":
+        from encoders.stair import StairEncoder as Encoder
+    else:
+        from encoders.splade import SpladeEncoder as Encoder
+    return Encoder(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length,
+                   batch_size=args.batch_size, progress=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

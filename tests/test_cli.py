@@ -74,3 +74,17 @@ def test_cli_names_file_and_line_of_bad_records(tmp_path, data, message):
     out = run_lsr("encode", "--model", "splade-tiny", "--input", corpus, "--output", tmp_path / "v")
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "v").exists()
+
+
+def test_encode_accepts_a_stair_model_directory(tmp_path):
+    from encoders.stair import StairEncoder
+
+    StairEncoder(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu").save(tmp_path / "stair")
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "a", "text": "a red circle on the left"}\n')
+    out = run_lsr("encode", "--model", tmp_path / "stair", "--input", corpus, "--output", tmp_path / "v")
+    assert out.returncode == 0, out.stderr
+    line = json.loads((tmp_path / "v" / "part-00000.jsonl").read_text())
+    assert {"red", "circle"} <= set(line["vector"])
+    meta = json.loads((tmp_path / "v" / "lsr-vectors.json").read_text())
+    assert meta["encoder"] == str(tmp_path / "stair")
