@@ -24,8 +24,9 @@ bias is shifted by one constant until documents activate about
 the amount of computation. ``bert-tiny-random`` is the same at 2 layers,
 hidden 128 (for quick checks).
 
-Each path runs once to warm up, then ``--repeats`` times, raw and project
-alternating; the table shows medians. JSON keys: ``project_docs_per_s``,
+Each path runs once untimed (over every batch on a GPU, where the first use
+of each batch shape selects kernels), then ``--repeats`` times, raw and
+project alternating; the table shows medians. JSON keys: ``project_docs_per_s``,
 ``raw_forward_docs_per_s``, ``ratio_to_raw``, ``st_docs_per_s`` (best over
 ``--st-batch-sizes``), ``ratio_to_st``, plus ``device``, ``model``, ``docs``,
 ``batch_size``, ``mean_word_pieces``, ``mean_nnz`` and the machine.
@@ -192,6 +193,8 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 (default: bf16 on GPU)")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", default="auto", choices=["auto", "full", "small"],
+                   help="untimed pass over all batches (full) or a few (small); auto: full on GPU")
     p.add_argument("--st-batch-sizes", default=None, help="comma-separated (default: 128,512 on GPU, the batch size on CPU)")
     p.add_argument("--st-repeats", type=int, default=1)
     p.add_argument("--no-st", action="store_true", help="skip sentence-transformers")
@@ -237,9 +240,12 @@ def main(argv=None) -> int:
         batches, mean_pieces = raw_batches(encoder, texts)
         warm = records[: min(len(records), 4 * args.batch_size)]
 
-        # warm-up: kernels, allocator, tokenizer threads, writer start-up
-        run_raw(encoder, batches[: min(4, len(batches))])
-        encode_to_dir(encoder, warm, work / "warm", overwrite=True, writer=args.writer)
+        # warm-up: on a GPU every batch shape is seen once by both paths (kernel selection per shape
+        # costs seconds on the first pass); on the CPU a few batches suffice
+        full = args.warmup == "full" or (args.warmup == "auto" and gpu)
+        run_raw(encoder, batches if full else batches[: min(4, len(batches))])
+        encode_to_dir(encoder, records if full else warm, work / "warm", overwrite=True, writer=args.writer)
+        shutil.rmtree(work / "warm", ignore_errors=True)
 
         raw_t, proj_t, only_t = [], [], []
         for k in range(args.repeats):
@@ -274,6 +280,7 @@ def main(argv=None) -> int:
             "repeats": args.repeats,
             "seconds": {"project": [round(t, 4) for t in proj_t], "raw_forward": [round(t, 4) for t in raw_t]},
             "writer": args.writer,
+            "mask_4d": encoder._mask4d,
             "machine": info,
         }
         if shift is not None:

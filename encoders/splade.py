@@ -3,12 +3,17 @@
 Encoding is a pipeline that keeps the model busy:
 
 * texts are tokenized on background threads (the Rust tokenizer releases the
-  GIL), a *sort window* ahead of the model, and padded into one host tensor
-  per batch (pinned on CUDA, so the copy to the device is asynchronous);
+  GIL), a *sort window* ahead of the model; a window's token ids travel to the
+  device in one (pinned, asynchronous) copy and each batch is padded there;
 * within a window, texts are sorted by token count so each batch pads to a
   similar length; the first and last windows of a long input are small, so
   the model starts early and the output of the last window is ready soon after
   the model finishes;
+* the thread that launches the model never waits for the device: results are
+  collected by a second thread, a bounded number of batches ahead; on CUDA the
+  padding mask goes to the model as a 4D boolean mask when that gives the same
+  result, because a 2D mask makes Hugging Face models check on the host
+  whether any padding exists, which waits for the device at every batch;
 * the masked language model's output projection is replaced during inference
   by :class:`PooledDecoder`, which keeps a running masked max over positions
   instead of materialising ``[batch, positions, vocab]`` logits;
@@ -23,6 +28,7 @@ Encoding is a pipeline that keeps the model busy:
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,7 +53,7 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
 # Texts per tokenizer call on a background thread.
 _TOKENIZE_SLICE = 256
 # Batches launched on a CUDA device before the host waits for the oldest one.
-_CUDA_DEPTH = 3
+_CUDA_DEPTH = 4
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -139,6 +145,8 @@ class SpladeEncoder:
         self._pooled_decoder = PooledDecoder(self.model)
         self._batch_tokenizer: _BatchTokenizer | None = None
         self._side_stream = None
+        self._mask4d: bool | None = None
+        self._positions: torch.Tensor | None = None
         self.last_stats = EncodeStats()
 
     # ------------------------------------------------------------------ API
@@ -223,12 +231,32 @@ class SpladeEncoder:
         """Start one batch on the device. ``host`` is ``[batch, length + 1]``: token ids, then the length."""
         x = host.to(self.device, non_blocking=True)
         length = x.shape[1] - 1
-        input_ids = x[:, :length].contiguous()
-        positions = torch.arange(length, device=self.device)
-        mask = (positions[None, :] < x[:, length:]).to(torch.long)
-        with self._pooled_decoder.installed(mask):
+        valid = torch.arange(length, device=self.device)[None, :] < x[:, length:]
+        return self._launch_tokens(x[:, :length].contiguous(), valid)
+
+    def _launch_rows(self, flat: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, first: int, last: int,
+                     width: int) -> "_InFlight":
+        """Start rows ``first:last`` of a window whose ids are ``flat`` (row r: ``starts[r]``, ``lengths[r]`` long).
+
+        The batch is padded on the device, so nothing is copied per batch.
+        """
+        if self._positions is None or len(self._positions) < width or self._positions.device != flat.device:
+            self._positions = torch.arange(max(width, self.max_length), device=flat.device)
+        pos = self._positions[:width]
+        valid = pos[None, :] < lengths[first:last, None]
+        idx = (starts[first:last, None] + pos[None, :]).clamp_(max=len(flat) - 1)
+        ids = flat[idx].masked_fill_(~valid, self._pad_id())
+        return self._launch_tokens(ids, valid)
+
+    def _launch_tokens(self, input_ids: torch.Tensor, valid: torch.Tensor) -> "_InFlight":
+        """Model, pooling and saturation for padded ids (``valid`` marks the real tokens); nothing waits."""
+        if self._use_mask4d(input_ids.device):
+            model_mask = valid[:, None, None, :]
+        else:
+            model_mask = valid.to(torch.long)
+        with self._pooled_decoder.installed(valid):
             # the decoder returns the masked max over positions: [batch, 1, vocab]
-            pooled = self.model(input_ids=input_ids, attention_mask=mask).logits[:, 0]
+            pooled = self.model(input_ids=input_ids, attention_mask=model_mask).logits[:, 0]
         weights = log_saturation(pooled.float())
         weights[:, self._excluded] = 0.0
         event = None
@@ -236,6 +264,28 @@ class SpladeEncoder:
             event = torch.cuda.Event()
             event.record()
         return _InFlight(weights, event)
+
+    def _use_mask4d(self, device: torch.device) -> bool:
+        if device.type != "cuda":
+            return False  # the host-side padding check costs nothing without a device to wait for
+        if self._mask4d is None:
+            self._mask4d = self._probe_mask4d()
+        return self._mask4d
+
+    @torch.inference_mode()
+    def _probe_mask4d(self) -> bool:
+        """Does the model give the same output for a ``[batch, 1, 1, length]`` boolean mask as for the 2D mask?"""
+        try:
+            usable = [i for i in range(len(self.vocab)) if i not in self.vocab.special_ids][:16]
+            ids = torch.tensor(usable, device=self.device).view(2, 8)
+            valid = torch.ones(2, 8, dtype=torch.bool, device=self.device)
+            valid[1, 5:] = False
+            a = self.model(input_ids=ids, attention_mask=valid.to(torch.long)).logits
+            b = self.model(input_ids=ids, attention_mask=valid[:, None, None, :]).logits
+            tol = 1e-5 if self.dtype == torch.float32 else 2e-2
+            return bool(torch.allclose(a[valid].float(), b[valid].float(), rtol=tol, atol=tol))
+        except Exception:  # noqa: BLE001 - a model that does not take 4D masks: use the 2D one
+            return False
 
     def _collect(self, job: "_InFlight") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSR parts of a launched batch: non-zeros per row, column ids and weights (one host copy)."""
@@ -247,7 +297,7 @@ class SpladeEncoder:
         if self._side_stream is None or self._side_stream.device != w.device:
             self._side_stream = torch.cuda.Stream(device=w.device)
         side = self._side_stream
-        with torch.cuda.stream(side):
+        with torch.cuda.device(w.device), torch.cuda.stream(side):
             side.wait_event(job.event)
             counts = (w != 0).sum(dim=1, dtype=torch.int32)
             rows, cols = torch.nonzero(w, as_tuple=True)  # waits for this stream only
@@ -426,8 +476,14 @@ class _Window:
 
 @dataclass
 class _PreparedWindow:
-    positions: list[np.ndarray]  # input positions of each batch's rows
-    batches: list[torch.Tensor]  # host tensors for _launch
+    """A tokenized window: ``packed`` holds the ids of its non-empty texts (input order), then per row in
+    length order the start of its ids and its length; ``batches`` are ``(first row, last row, width)``."""
+
+    packed: torch.Tensor | None
+    tokens: int
+    rows: int
+    batches: list[tuple[int, int, int]]
+    positions: np.ndarray  # window-relative input position of each row, in length order
     inputs: int
     empty: int
     truncated: int
@@ -459,8 +515,16 @@ def plan_windows(n: int, sort_window: int, first: int) -> list[tuple[int, int]]:
     return out
 
 
+def _tokenizer_threads() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    if os.environ.get("TOKENIZERS_PARALLELISM", "").strip().lower() in ("", "1", "true", "t", "yes", "y", "on"):
+        return max(1, min(2, cores // 4))  # each call already runs on the Rust tokenizer's own threads
+    return max(1, min(8, cores // 2))
+
+
 class _EncodeRun:
-    """One ``iter_encode`` call: windows tokenized ahead, batches in flight, chunks out in input order."""
+    """One ``iter_encode`` call: windows tokenized ahead, batches launched by this thread and collected by
+    another (a bounded number in flight), chunks yielded in input order."""
 
     def __init__(self, enc: SpladeEncoder, texts: list[str], ids, chunk_size: int, sort_window: int,
                  stats: EncodeStats, bar):
@@ -468,16 +532,19 @@ class _EncodeRun:
         self.chunk_size, self.stats, self.bar = chunk_size, stats, bar
         self.n = len(texts)
         self.cuda = enc.device.type == "cuda"
-        self.pad_id = enc._pad_id()
         small = self.n <= enc.batch_size
         self.windows = [_Window(s, e) for s, e in plan_windows(
             self.n, sort_window, max(256, 8 * enc.batch_size) if not small else self.n)]
         self.tokenizer = enc._tokenizer_for_batches()
-        cores = os.cpu_count() or 2
-        self.threads = 0 if small else max(1, min(8, cores // 2))
-        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lsr-tokenize") if self.threads else None
-        self.planner = ThreadPoolExecutor(1, thread_name_prefix="lsr-batches") if self.threads else None
+        self.threaded = not small
+        self.pool = ThreadPoolExecutor(_tokenizer_threads(), thread_name_prefix="lsr-tokenize") if self.threaded else None
+        self.planner = ThreadPoolExecutor(1, thread_name_prefix="lsr-batches") if self.threaded else None
         self.closed = threading.Event()
+        # launched batches go to the collector thread through `jobs`; finished windows come back through `done`
+        self.jobs: queue.Queue = queue.Queue()
+        self.done: queue.Queue = queue.Queue()
+        self.slots = threading.Semaphore(_CUDA_DEPTH if self.cuda else 2)
+        self.collector: threading.Thread | None = None
         # rows finished, in input order, not yet yielded
         self.done_indptr: list[np.ndarray] = []
         self.done_indices: list[np.ndarray] = []
@@ -513,54 +580,91 @@ class _EncodeRun:
         else:
             pos, slices = nonempty.result()
             parts = [f.result() for f in slices]
-        if self.closed.is_set():
-            return _PreparedWindow([], [], 0, 0, 0)
-        truncated = sum(p[2] for p in parts)
-        if not parts:
-            return _PreparedWindow([], [], w.end - w.start, w.end - w.start, 0)
+        n = w.end - w.start
+        if not parts or self.closed.is_set():
+            return _PreparedWindow(None, 0, 0, [], np.zeros(0, np.int64), n, n - len(pos), 0)
         flat = np.concatenate([p[0] for p in parts])
         lengths = np.concatenate([p[1] for p in parts])
-        starts = np.cumsum(lengths) - lengths
         order = np.argsort(-lengths, kind="stable")
+        rows, tokens = len(lengths), len(flat)
+        packed = torch.empty(tokens + 2 * rows, dtype=torch.int64, pin_memory=self.cuda)
+        arr = packed.numpy()
+        arr[:tokens] = flat
+        arr[tokens:tokens + rows] = (np.cumsum(lengths) - lengths)[order]
+        arr[tokens + rows:] = lengths[order]
+        sorted_lengths = lengths[order]
         bs = self.enc.batch_size
-        positions, batches = [], []
-        for b in range(0, len(order), bs):
-            sel = order[b:b + bs]
-            positions.append(pos[sel])
-            batches.append(_pad_rows(flat, starts[sel], lengths[sel], self.pad_id, self.cuda))
-        return _PreparedWindow(positions, batches, w.end - w.start, w.end - w.start - len(pos), truncated)
+        batches = [(b, min(b + bs, rows), int(sorted_lengths[b])) for b in range(0, rows, bs)]
+        return _PreparedWindow(packed, tokens, rows, batches, pos[order] - w.start, n, n - rows,
+                               sum(p[2] for p in parts))
 
-    # ------------------------------------------------------------- output
-    def _finish_window(self, w: _Window, prep: _PreparedWindow, results: list) -> None:
-        """Put a window's rows into input order and append them to the finished rows."""
+    # ----------------------------------------------------------- collector
+    def _collect_loop(self) -> None:
+        """Collect launched batches in order; put each finished window (CSR in input order) on ``done``."""
+        state: dict[int, list] = {}
+        failed = False
+        with torch.inference_mode():
+            while True:
+                item = self.jobs.get()
+                if item is None:
+                    break
+                kind, wi, payload = item
+                if kind == "window":
+                    state[wi] = [payload, [], len(payload.batches)]
+                else:
+                    try:
+                        if not failed:
+                            state[wi][1].append(self.enc._collect(payload))
+                            state[wi][2] -= 1
+                    except BaseException as e:  # noqa: BLE001 - handed to the launching thread
+                        failed = True
+                        self.done.put(("error", e))
+                    finally:
+                        self.slots.release()
+                if not failed:
+                    try:
+                        while state and state[min(state)][2] == 0:
+                            first = min(state)
+                            w, (prep, results, _) = self.windows[first], state.pop(first)
+                            self.done.put(("rows", self._window_rows(w, prep, results), prep.empty))
+                    except BaseException as e:  # noqa: BLE001
+                        failed = True
+                        self.done.put(("error", e))
+        self.done.put(None)
+
+    def _window_rows(self, w: _Window, prep: _PreparedWindow, results: list):
+        """A window's rows in input order, with empty rows for empty texts: ``(indptr, indices, values)``."""
         n = w.end - w.start
+        indptr = np.zeros(n + 1, np.int64)
+        if not results:
+            return indptr, np.zeros(0, np.int32), np.zeros(0, np.float32)
+        pos = prep.positions
+        c = np.concatenate([r[0] for r in results])
+        cols = np.concatenate([r[1] for r in results])
+        vals = np.concatenate([r[2] for r in results])
         counts = np.zeros(n, np.int64)
-        if results:
-            pos = np.concatenate(prep.positions) - w.start
-            c = np.concatenate([r[0] for r in results])
-            cols = np.concatenate([r[1] for r in results])
-            vals = np.concatenate([r[2] for r in results])
-            counts[pos] = c
-            indptr = np.zeros(n + 1, np.int64)
-            np.cumsum(counts, out=indptr[1:])
-            total = int(c.sum())
-            # entry j of collected row k goes to indptr[pos[k]] + j
-            within = np.arange(total) - np.repeat(np.cumsum(c) - c, c)
-            dst = np.repeat(indptr[:-1][pos], c) + within
-            out_cols = np.empty(total, np.int32)
-            out_vals = np.empty(total, np.float32)
-            out_cols[dst] = cols
-            out_vals[dst] = vals
-            cols, vals = out_cols, out_vals
-        else:
-            indptr = np.zeros(n + 1, np.int64)
-            cols, vals = np.zeros(0, np.int32), np.zeros(0, np.float32)
+        counts[pos] = c
+        np.cumsum(counts, out=indptr[1:])
+        total = int(c.sum())
+        # entry j of collected row k goes to indptr[pos[k]] + j
+        dst = np.repeat(indptr[:-1][pos], c) + (np.arange(total) - np.repeat(np.cumsum(c) - c, c))
+        out_cols = np.empty(total, np.int32)
+        out_vals = np.empty(total, np.float32)
+        out_cols[dst] = cols
+        out_vals[dst] = vals
+        return indptr, out_cols, out_vals
+
+    def _take_done(self, item) -> None:
+        if item[0] == "error":
+            raise item[1]
+        (indptr, cols, vals), empty = item[1], item[2]
         self.done_indptr.append(indptr)
         self.done_indices.append(cols)
         self.done_values.append(vals)
-        self.done_rows += n
-        self.bar.update(prep.empty)
+        self.done_rows += len(indptr) - 1
+        self.bar.update(len(indptr) - 1)
 
+    # ------------------------------------------------------------- output
     def _ready_chunks(self, final: bool) -> Iterator[SparseBatch]:
         while self.done_rows - self.yielded >= self.chunk_size or (final and self.done_rows > self.yielded):
             take = min(self.chunk_size, self.done_rows - self.yielded)
@@ -596,57 +700,86 @@ class _EncodeRun:
         return SparseBatch(indptr, np.concatenate(idx), np.concatenate(vals), self.enc.vocab, chunk_ids)
 
     # --------------------------------------------------------------- loop
+    def _drain(self, block: bool) -> Iterator[SparseBatch]:
+        """Take finished windows (waiting for all of them when ``block``) and yield the chunks they complete."""
+        while True:
+            try:
+                item = self.done.get(block=block)
+            except queue.Empty:
+                return
+            if item is None:
+                self.collector = None
+                return
+            self._take_done(item)
+            yield from self._ready_chunks(final=False)
+
     @torch.inference_mode()
     def chunks(self) -> Iterator[SparseBatch]:
         enc = self.enc
+        if not self.threaded:
+            yield from self._chunks_inline()
+            return
         ahead = 2
         for w in self.windows[:ahead]:
             self._submit(w)
-        inflight: deque = deque()  # (window index, job)
-        results: dict[int, list] = {}
-        preps: dict[int, _PreparedWindow] = {}
-        remaining: dict[int, int] = {}
-        depth = _CUDA_DEPTH if self.cuda else 1
+        self.collector = threading.Thread(target=self._collect_loop, name="lsr-collect", daemon=True)
+        self.collector.start()
         try:
             for wi, w in enumerate(self.windows):
                 if wi + ahead < len(self.windows):
                     self._submit(self.windows[wi + ahead])
                 prep = w.future.result()
-                preps[wi], results[wi], remaining[wi] = prep, [], len(prep.batches)
+                w.future = None
                 self.stats.inputs += prep.inputs
                 self.stats.empty += prep.empty
                 self.stats.truncated += prep.truncated
-                if not prep.batches:
-                    yield from self._retire(wi, preps, results, remaining)
-                for host in prep.batches:
-                    inflight.append((wi, enc._launch(host)))
-                    while len(inflight) >= depth:
-                        yield from self._collect_oldest(inflight, preps, results, remaining)
-                prep.batches = []  # the host tensors are no longer needed
-            while inflight:
-                yield from self._collect_oldest(inflight, preps, results, remaining)
+                self.jobs.put(("window", wi, prep))
+                if prep.rows:
+                    dev = prep.packed.to(enc.device, non_blocking=True)  # the window's ids, in one copy
+                    flat = dev[:prep.tokens]
+                    starts = dev[prep.tokens:prep.tokens + prep.rows]
+                    lengths = dev[prep.tokens + prep.rows:]
+                    for first, last, width in prep.batches:
+                        self.slots.acquire()
+                        self.jobs.put(("batch", wi, enc._launch_rows(flat, starts, lengths, first, last, width)))
+                        yield from self._drain(block=False)
+                prep.packed = None
+                yield from self._drain(block=False)
+            self.jobs.put(None)
+            yield from self._drain(block=True)
+            yield from self._ready_chunks(final=True)
+        finally:
+            if self.collector is not None:
+                self.jobs.put(None)
+            enc._pooled_decoder.release()
+
+    def _chunks_inline(self) -> Iterator[SparseBatch]:
+        """Small inputs: everything on this thread, no worker threads to start."""
+        enc = self.enc
+        try:
+            for w in self.windows:
+                prep = self._prepare(w, None)
+                self.stats.inputs += prep.inputs
+                self.stats.empty += prep.empty
+                self.stats.truncated += prep.truncated
+                results = []
+                if prep.rows:
+                    packed = prep.packed.to(enc.device)
+                    flat = packed[:prep.tokens]
+                    starts = packed[prep.tokens:prep.tokens + prep.rows]
+                    lengths = packed[prep.tokens + prep.rows:]
+                    for first, last, width in prep.batches:
+                        results.append(enc._collect(enc._launch_rows(flat, starts, lengths, first, last, width)))
+                self._take_done(("rows", self._window_rows(w, prep, results), prep.empty))
+                yield from self._ready_chunks(final=False)
             yield from self._ready_chunks(final=True)
         finally:
             enc._pooled_decoder.release()
 
-    def _collect_oldest(self, inflight, preps, results, remaining) -> Iterator[SparseBatch]:
-        wi, job = inflight.popleft()
-        part = self.enc._collect(job)
-        results[wi].append(part)
-        self.bar.update(len(part[0]))
-        remaining[wi] -= 1
-        if remaining[wi] == 0:
-            yield from self._retire(wi, preps, results, remaining)
-
-    def _retire(self, wi, preps, results, remaining) -> Iterator[SparseBatch]:
-        # windows finish in order: batches are collected first in, first out
-        self._finish_window(self.windows[wi], preps.pop(wi), results.pop(wi))
-        remaining.pop(wi)
-        self.windows[wi].future = None
-        yield from self._ready_chunks(final=False)
-
     def close(self) -> None:
         self.closed.set()
+        if self.collector is not None:
+            self.jobs.put(None)
         for ex in (self.pool, self.planner):
             if ex is not None:
                 ex.shutdown(wait=False, cancel_futures=True)
