@@ -18,7 +18,9 @@ queries (30 terms, weights 1..100), searched in the same run by:
 
 ``anserini_qps`` is the better of the two bare Anserini ways. Every path is
 checked against the exhaustive top-k scores (they must be identical), then
-timed ``--repeats`` times in turn; the table shows medians. JSON keys:
+run ``--warmup`` rounds untimed (the JVM compiles the search code on first
+use), then timed ``--repeats`` rounds, the paths in turn (in reverse order every
+other round); the table shows medians. JSON keys:
 ``project_qps``, ``anserini_qps``, ``ratio_to_anserini``, ``scipy_qps``, plus
 ``anserini_maps_qps``, ``anserini_strings_qps``, ``exact`` and the setup.
 """
@@ -57,7 +59,8 @@ def main(argv=None) -> int:
     p.add_argument("--vocab", type=int, default=30_522)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (the JVM compiles the search paths)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workdir", default=None, help="where the index is built (default: a temp dir, removed)")
     p.add_argument("--json", default=None, help="write the results here")
@@ -129,9 +132,13 @@ def main(argv=None) -> int:
 
         paths = {"project": project, "anserini_maps": anserini_maps, "anserini_strings": anserini_strings,
                  "scipy": scipy_top}
+        for _ in range(args.warmup):
+            for fn in paths.values():
+                fn()
         times: dict[str, list[float]] = {name: [] for name in paths}
-        for _ in range(args.repeats):
-            for name, fn in paths.items():
+        for r in range(args.repeats):
+            order = list(paths.items())
+            for name, fn in (order if r % 2 == 0 else order[::-1]):  # no path always runs first
                 times[name].append(timed(fn)[0])
         searcher.close()
         n = len(qids)
@@ -141,7 +148,7 @@ def main(argv=None) -> int:
         result = {
             "benchmark": "search",
             "docs": args.docs, "doc_terms": args.doc_terms, "queries": n, "query_terms": args.query_terms,
-            "vocab": args.vocab, "k": k, "threads": threads, "repeats": args.repeats,
+            "vocab": args.vocab, "k": k, "threads": threads, "repeats": args.repeats, "warmup": args.warmup,
             "project_qps": round(qps["project"], 1),
             "anserini_qps": round(best_bare, 1),
             "ratio_to_anserini": round(ratio(qps["project"], best_bare), 4),

@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
@@ -626,7 +625,7 @@ class _EncodeRun:
                         while state and state[min(state)][2] == 0:
                             first = min(state)
                             w, (prep, results, _) = self.windows[first], state.pop(first)
-                            self.done.put(("rows", self._window_rows(w, prep, results), prep.empty))
+                            self.done.put(("rows", self._window_rows(w, prep, results)))
                     except BaseException as e:  # noqa: BLE001
                         failed = True
                         self.done.put(("error", e))
@@ -657,7 +656,7 @@ class _EncodeRun:
     def _take_done(self, item) -> None:
         if item[0] == "error":
             raise item[1]
-        (indptr, cols, vals), empty = item[1], item[2]
+        indptr, cols, vals = item[1]
         self.done_indptr.append(indptr)
         self.done_indices.append(cols)
         self.done_values.append(vals)
@@ -770,7 +769,7 @@ class _EncodeRun:
                     lengths = packed[prep.tokens + prep.rows:]
                     for first, last, width in prep.batches:
                         results.append(enc._collect(enc._launch_rows(flat, starts, lengths, first, last, width)))
-                self._take_done(("rows", self._window_rows(w, prep, results), prep.empty))
+                self._take_done(("rows", self._window_rows(w, prep, results)))
                 yield from self._ready_chunks(final=False)
             yield from self._ready_chunks(final=True)
         finally:
