@@ -33,6 +33,10 @@ from .index import DOCVECTORS_DIR, IndexMeta
 
 Query = Union[Mapping[str, int], SparseBatch]
 
+# Up to this many hits, one query's results are read field by field (cheaper than starting
+# Anserini's thread pool for a batch of one); beyond it, in one JSON text.
+_FIELD_BY_FIELD_MAX_K = 200
+
 
 class ImpactSearcher:
     """Searches one impact index built by :func:`anserini_bridge.build_index`."""
@@ -158,8 +162,8 @@ class ImpactSearcher:
             q = self._integer_queries([query])[0]
         if not q:
             return []
-        if self._json is not None and self._json.docid_first is not None:
-            # one query through the batch entry point: its results stay a Java map, read in one piece
+        if k > _FIELD_BY_FIELD_MAX_K and self._json is not None and self._json.docid_first is not None:
+            # many hits: through the batch entry point, whose results stay a Java map and are read in one piece
             out = self._searcher.batch_search(self._java_queries([q]), self._java_strings(["q"]), int(k), 1)
             return self._all_hits(out, ["q"])["q"]
         return self._hits(self._searcher.search(self._java_query(q), int(k)))
