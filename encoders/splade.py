@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
@@ -52,7 +53,7 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
 # Texts per tokenizer call on a background thread.
 _TOKENIZE_SLICE = 256
 # Batches launched on a CUDA device before the host waits for the oldest one.
-_CUDA_DEPTH = 4
+_CUDA_DEPTH = 6
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -544,6 +545,10 @@ class _EncodeRun:
         self.done: queue.Queue = queue.Queue()
         self.slots = threading.Semaphore(_CUDA_DEPTH if self.cuda else 2)
         self.collector: threading.Thread | None = None
+        self.collector_done = False
+        self.pending: deque = deque()  # finished windows taken from `done`, in order
+        # putting a window's rows back into input order runs beside the collector, which keeps collecting
+        self.assembler = ThreadPoolExecutor(1, thread_name_prefix="lsr-assemble") if self.threaded else None
         # rows finished, in input order, not yet yielded
         self.done_indptr: list[np.ndarray] = []
         self.done_indices: list[np.ndarray] = []
@@ -620,15 +625,10 @@ class _EncodeRun:
                         self.done.put(("error", e))
                     finally:
                         self.slots.release()
-                if not failed:
-                    try:
-                        while state and state[min(state)][2] == 0:
-                            first = min(state)
-                            w, (prep, results, _) = self.windows[first], state.pop(first)
-                            self.done.put(("rows", self._window_rows(w, prep, results)))
-                    except BaseException as e:  # noqa: BLE001
-                        failed = True
-                        self.done.put(("error", e))
+                while not failed and state and state[min(state)][2] == 0:
+                    first = min(state)
+                    w, (prep, results, _) = self.windows[first], state.pop(first)
+                    self.done.put(("rows", self.assembler.submit(self._window_rows, w, prep, results)))
         self.done.put(None)
 
     def _window_rows(self, w: _Window, prep: _PreparedWindow, results: list):
@@ -656,7 +656,7 @@ class _EncodeRun:
     def _take_done(self, item) -> None:
         if item[0] == "error":
             raise item[1]
-        indptr, cols, vals = item[1]
+        indptr, cols, vals = item[1].result() if isinstance(item[1], Future) else item[1]
         self.done_indptr.append(indptr)
         self.done_indices.append(cols)
         self.done_values.append(vals)
@@ -700,17 +700,22 @@ class _EncodeRun:
 
     # --------------------------------------------------------------- loop
     def _drain(self, block: bool) -> Iterator[SparseBatch]:
-        """Take finished windows (waiting for all of them when ``block``) and yield the chunks they complete."""
+        """Take finished windows in order and yield the chunks they complete; with ``block``, all of them."""
         while True:
+            while self.pending and (block or self.pending[0][0] == "error" or self.pending[0][1].done()):
+                self._take_done(self.pending.popleft())
+                yield from self._ready_chunks(final=False)
+            if self.collector_done or (self.pending and not block):
+                return
             try:
                 item = self.done.get(block=block)
             except queue.Empty:
                 return
             if item is None:
+                self.collector_done = True
                 self.collector = None
-                return
-            self._take_done(item)
-            yield from self._ready_chunks(final=False)
+            else:
+                self.pending.append(item)
 
     @torch.inference_mode()
     def chunks(self) -> Iterator[SparseBatch]:
@@ -779,7 +784,7 @@ class _EncodeRun:
         self.closed.set()
         if self.collector is not None:
             self.jobs.put(None)
-        for ex in (self.pool, self.planner):
+        for ex in (self.pool, self.planner, self.assembler):
             if ex is not None:
                 ex.shutdown(wait=False, cancel_futures=True)
 

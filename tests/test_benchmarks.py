@@ -91,6 +91,29 @@ def test_stopping_early_leaves_no_work_behind(tiny):
     assert len(first) == 10
 
 
+def test_errors_on_background_threads_reach_the_caller(tiny, monkeypatch):
+    calls = {"n": 0}
+    real = tiny._collect
+
+    def failing(job):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("collect failed")
+        return real(job)
+
+    monkeypatch.setattr(tiny, "_collect", failing)
+    with pytest.raises(RuntimeError, match="collect failed"):
+        list(tiny.iter_encode(_texts(120), chunk_size=10, sort_window=40))
+    monkeypatch.setattr(tiny, "_collect", real)
+
+    def bad_tokenizer(texts):
+        raise ValueError("tokenizer failed")
+
+    monkeypatch.setattr(tiny, "_tokenizer_for_batches", lambda: bad_tokenizer)
+    with pytest.raises(ValueError, match="tokenizer failed"):
+        list(tiny.iter_encode(_texts(120), chunk_size=10, sort_window=40))
+
+
 # ------------------------------------------------------------- writing
 def test_jsonl_lines_are_json_dumps_byte_for_byte(tmp_path):
     toks = ["wing", 'dr"ag', "über", "東京", "😀x", "back\\slash", "##ing", "a" * 40] + [f"t{i}" for i in range(100)]
