@@ -1,10 +1,11 @@
 """Encode a corpus straight into a vector directory, streaming.
 
 The encoder yields chunks of vectors in input order while it keeps working;
-each chunk is quantized and written as JSONL. When the corpus spans more than
-one chunk, the writing happens in a separate process, so formatting JSON does
-not compete with the encoder for the interpreter: the encoder hands each chunk
-over (one pickled message) and goes on. Memory stays bounded either way: the
+each chunk is quantized and written as JSONL. When the encoder runs on a GPU
+and the corpus spans more than one chunk, the writing happens in a separate
+process, so formatting JSON does not compete with the thread that feeds the
+GPU for the interpreter: the encoder hands each chunk over (one pickled
+message) and goes on. Memory stays bounded either way: the
 hand-over queue holds a few chunks and the writer streams to disk.
 """
 
@@ -53,8 +54,8 @@ def encode_to_dir(
     empty vector); the returned info holds the counts and the number of
     truncated texts. ``chunk_size`` texts are sorted by length together (the
     encoder's sort window); ``writer`` is ``"process"`` (write in a separate
-    process), ``"inline"`` (in this one) or ``"auto"`` (a process when there
-    is more than one chunk).
+    process), ``"inline"`` (in this one) or ``"auto"`` (a process when the
+    encoder runs on an accelerator and there is more than one chunk).
     """
     from .splade import EncodeStats
 
@@ -71,7 +72,10 @@ def encode_to_dir(
         chunks = encode(texts, ids, chunk_size=min(chunk_size, _OUTPUT_CHUNK), stats=stats, sort_window=chunk_size)
     else:
         chunks = encode(texts, ids, chunk_size=chunk_size, stats=stats)
-    in_process = writer == "process" or (writer == "auto" and len(texts) > chunk_size)
+    # On a GPU the interpreter is the bottleneck, so writing moves out of it; on the CPU the model's
+    # arithmetic dwarfs writing (and a writer process would only compete for the same cores).
+    on_accelerator = getattr(getattr(encoder, "device", None), "type", "cpu") != "cpu"
+    in_process = writer == "process" or (writer == "auto" and on_accelerator and len(texts) > chunk_size)
     make = ProcessVectorWriter if in_process else VectorWriter
     with make(vecdir, quantizer, encoder=encoder.name, vocab=encoder.vocab, role=role, shard_size=shard_size,
               overwrite=overwrite, extra={"max_length": encoder.max_length}) as out:
