@@ -60,7 +60,7 @@ def build_encoder(args):
 
     if args.model not in RANDOM_MODELS:
         return SpladeEncoder(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length,
-                             batch_size=args.batch_size)
+                             batch_size=args.batch_size, cuda_graphs=args.cuda_graphs)
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
     from encoders.registry import resolve
@@ -70,7 +70,7 @@ def build_encoder(args):
     config = BertConfig(vocab_size=len(tokenizer.get_vocab()), **RANDOM_MODELS[args.model])
     model = BertForMaskedLM(config).eval()
     return SpladeEncoder(args.model, hf_model=model, tokenizer=tokenizer, device=args.device, dtype=args.dtype,
-                         max_length=args.max_length, batch_size=args.batch_size)
+                         max_length=args.max_length, batch_size=args.batch_size, cuda_graphs=args.cuda_graphs)
 
 
 def calibrate_sparsity(encoder, texts: list[str], target_nnz: int) -> float:
@@ -203,6 +203,8 @@ def main(argv=None) -> int:
                    help="also time encode_documents alone (in memory, nothing written)")
     p.add_argument("--writer", default="auto", choices=["auto", "process", "inline"],
                    help="encode_to_dir's writer (default: auto)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="the project's encoder replays CUDA graphs (SpladeEncoder(cuda_graphs=True))")
     p.add_argument("--check", type=int, default=0, metavar="N",
                    help="also compare encode_documents on N passages with the textbook computation")
     p.add_argument("--seed", type=int, default=0)
@@ -281,6 +283,7 @@ def main(argv=None) -> int:
             "seconds": {"project": [round(t, 4) for t in proj_t], "raw_forward": [round(t, 4) for t in raw_t]},
             "writer": args.writer,
             "mask_4d": encoder._mask4d,
+            "cuda_graphs": encoder.cuda_graphs_status,
             "machine": info,
         }
         if shift is not None:
@@ -332,6 +335,8 @@ def main(argv=None) -> int:
         print(f"encode: {args.model} on {args.device} ({result['dtype']}), {n} passages, "
               f"{mean_pieces:.1f} word pieces and {mean_nnz:.0f} terms on average, batch {args.batch_size}")
         print(f"machine: {describe(info)}")
+        if args.cuda_graphs:
+            print(f"cuda graphs: {encoder.cuda_graphs_status}")
         print(table(rows, ["path", "docs/s", "x project"]))
         print(f"ratio_to_raw {result['ratio_to_raw']:.3f}" +
               (f", ratio_to_st {result['ratio_to_st']:.2f}" if st_rates else "") +

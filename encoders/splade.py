@@ -45,6 +45,7 @@ from lsr.pooling import log_saturation
 from lsr.sparse import SparseBatch
 from lsr.vocab import Vocabulary
 
+from .graphs import GraphedFunction
 from .registry import resolve
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -54,6 +55,8 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
 _TOKENIZE_SLICE = 256
 # Batches launched on a CUDA device before the host waits for the oldest one.
 _CUDA_DEPTH = 6
+# With CUDA graphs, batches are padded to a multiple of this many word pieces (one graph per padded length).
+_GRAPH_PAD_MULTIPLE = 16
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -107,14 +110,26 @@ class SpladeEncoder:
         progress: bool = False,
         hf_model=None,
         tokenizer=None,
+        cuda_graphs: bool = False,
+        pad_multiple: int | None = None,
     ):
-        """Load ``model`` (alias, ``hf:`` id or path), or wrap ``hf_model`` + ``tokenizer`` objects."""
+        """Load ``model`` (alias, ``hf:`` id or path), or wrap ``hf_model`` + ``tokenizer`` objects.
+
+        ``cuda_graphs``: on a CUDA device, replay full batches from CUDA graphs
+        captured once per padded length (see :mod:`encoders.graphs`); batches
+        are then padded to a multiple of 16 word pieces so that few graphs are
+        needed. ``pad_multiple``: pad every batch to a multiple of this many
+        word pieces (the result is the same; only the amount of padding
+        changes).
+        """
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         if max_length < 2:
             raise InputError(f"max_length must be at least 2, got {max_length}")
         if batch_size < 1:
             raise InputError(f"batch_size must be positive, got {batch_size}")
+        if pad_multiple is not None and pad_multiple < 1:
+            raise InputError(f"pad_multiple must be positive, got {pad_multiple}")
         self.max_length = max_length
         self.batch_size = batch_size
         self.progress = progress
@@ -147,6 +162,12 @@ class SpladeEncoder:
         self._side_stream = None
         self._mask4d: bool | None = None
         self._positions: torch.Tensor | None = None
+        self._graphed: GraphedFunction | None = None
+        if cuda_graphs and self.device.type == "cuda":
+            self._graphed = GraphedFunction(self._pooled_weights)
+            pad_multiple = pad_multiple or _GRAPH_PAD_MULTIPLE
+        self.cuda_graphs = cuda_graphs
+        self.pad_multiple = pad_multiple
         self.last_stats = EncodeStats()
 
     # ------------------------------------------------------------------ API
@@ -240,6 +261,8 @@ class SpladeEncoder:
 
         The batch is padded on the device, so nothing is copied per batch.
         """
+        if self.pad_multiple:
+            width = min(-(-width // self.pad_multiple) * self.pad_multiple, max(width, self.max_length))
         if self._positions is None or len(self._positions) < width or self._positions.device != flat.device:
             self._positions = torch.arange(max(width, self.max_length), device=flat.device)
         pos = self._positions[:width]
@@ -250,6 +273,23 @@ class SpladeEncoder:
 
     def _launch_tokens(self, input_ids: torch.Tensor, valid: torch.Tensor) -> "_InFlight":
         """Model, pooling and saturation for padded ids (``valid`` marks the real tokens); nothing waits."""
+        weights = None
+        graphed = self._graphed
+        if graphed is not None and graphed.active and input_ids.shape[0] == self.batch_size:
+            if not self._use_mask4d(input_ids.device):
+                graphed.reason = "the model does not take a 4D attention mask (a 2D one waits for the device)"
+            else:
+                weights = graphed.replay(input_ids, valid)
+        if weights is None:
+            weights = self._pooled_weights(input_ids, valid)
+        event = None
+        if weights.is_cuda:
+            event = torch.cuda.Event()
+            event.record()
+        return _InFlight(weights, event)
+
+    def _pooled_weights(self, input_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``[batch, vocab]`` float32 SPLADE weights of padded ids, special tokens zeroed."""
         if self._use_mask4d(input_ids.device):
             model_mask = valid[:, None, None, :]
         else:
@@ -259,11 +299,17 @@ class SpladeEncoder:
             pooled = self.model(input_ids=input_ids, attention_mask=model_mask).logits[:, 0]
         weights = log_saturation(pooled.float())
         weights[:, self._excluded] = 0.0
-        event = None
-        if weights.is_cuda:
-            event = torch.cuda.Event()
-            event.record()
-        return _InFlight(weights, event)
+        return weights
+
+    @property
+    def cuda_graphs_status(self) -> dict:
+        """Whether CUDA graphs were asked for and are in use, why not, and how often they ran."""
+        g = self._graphed
+        if g is None:
+            reason = None if not self.cuda_graphs else f"not on a CUDA device ({self.device})"
+            return {"requested": self.cuda_graphs, "active": False, "reason": reason}
+        return {"requested": True, "active": g.active, "reason": g.reason, "graphs": g.stats.captured,
+                "padded_lengths": sorted(shape[-1] for shape in g.stats.shapes), "replays": g.stats.replays}
 
     def _use_mask4d(self, device: torch.device) -> bool:
         if device.type != "cuda":

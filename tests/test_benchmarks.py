@@ -17,6 +17,7 @@ from lsr import InputError, Quantizer, SparseBatch, Vocabulary
 from lsr.io import Record
 from lsr.synthetic import random_vectors, synthetic_vocab
 from lsr.vectors import VectorDirInfo, VectorStore, VectorWriter
+from tests.reference import splade_textbook as textbook
 
 WORDS = ["wing", "lift", "über", "drag", "the", "naïve", "東京", "supersonic", "flow", "x", "😀", "boundary"]
 
@@ -31,22 +32,6 @@ def _texts(n, seed=0, empty_every=11):
 def tiny(tiny_bert):
     model, tok = tiny_bert
     return SpladeEncoder("tiny-random-bert", hf_model=model, tokenizer=tok, device="cpu", batch_size=7, max_length=40)
-
-
-def textbook(enc, texts):
-    """log1p(relu(logits)), max over the unpadded positions, one text at a time."""
-    rows = []
-    with torch.inference_mode():
-        for t in texts:
-            if not t.strip():
-                rows.append(torch.zeros(len(enc.vocab)))
-                continue
-            x = enc.tokenizer([t], truncation=True, max_length=enc.max_length, return_tensors="pt")
-            logits = enc.model(input_ids=x["input_ids"], attention_mask=x["attention_mask"]).logits
-            rows.append(torch.log1p(torch.relu(logits))[0].amax(0))
-    out = torch.stack(rows)
-    out[:, sorted(enc.vocab.special_ids)] = 0
-    return out.numpy()
 
 
 # ------------------------------------------------------------ encoding

@@ -88,3 +88,21 @@ def test_encode_accepts_a_stair_model_directory(tmp_path):
     assert {"red", "circle"} <= set(line["vector"])
     meta = json.loads((tmp_path / "v" / "lsr-vectors.json").read_text())
     assert meta["encoder"] == str(tmp_path / "stair")
+    refused = run_lsr("encode", "--model", tmp_path / "stair", "--input", corpus, "--output", tmp_path / "v2",
+                      "--cuda-graphs")
+    assert refused.returncode == 2 and "--cuda-graphs is for SPLADE" in refused.stderr
+    assert not (tmp_path / "v2").exists()
+
+
+def test_encode_with_cuda_graphs_on_the_cpu_writes_the_same_vectors(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": f"lift and drag of wing {i} " * (i % 7 + 1)}) + "\n"
+                              for i in range(40)))
+    for name, extra in (("plain", ()), ("graphs", ("--cuda-graphs",))):
+        out = run_lsr("encode", "--model", "splade-tiny", "--device", "cpu", "--batch-size", "8", "--input", corpus,
+                      "--output", tmp_path / name, *extra)
+        assert out.returncode == 0, out.stderr
+    assert "cuda graphs: not used (not on a CUDA device (cpu))" in out.stderr
+    plain = (tmp_path / "plain" / "part-00000.jsonl").read_text().splitlines()
+    graphs = (tmp_path / "graphs" / "part-00000.jsonl").read_text().splitlines()
+    assert len(plain) == 40 and plain == graphs

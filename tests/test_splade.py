@@ -6,6 +6,7 @@ from encoders.registry import resolve
 from encoders.splade import SpladeEncoder
 from lsr import InputError
 from lsr.pooling import splade_pool
+from tests.reference import splade_textbook as textbook
 
 TEXTS = [
     "Supersonic flow over a swept wing raises the drag.",
@@ -20,22 +21,6 @@ TEXTS = [
 def tiny(tiny_bert):
     model, tok = tiny_bert
     return SpladeEncoder("tiny-random-bert", hf_model=model, tokenizer=tok, device="cpu", batch_size=2, max_length=32)
-
-
-def textbook(enc, texts):
-    """log1p(relu(logits)) then max over the unpadded positions, one text at a time."""
-    rows = []
-    with torch.inference_mode():
-        for t in texts:
-            if not t.strip():
-                rows.append(torch.zeros(len(enc.vocab)))
-                continue
-            x = enc.tokenizer([t], truncation=True, max_length=enc.max_length, return_tensors="pt")
-            logits = enc.model(input_ids=x["input_ids"], attention_mask=x["attention_mask"]).logits
-            rows.append(torch.log1p(torch.relu(logits))[0].amax(0))
-    out = torch.stack(rows)
-    out[:, sorted(enc.vocab.special_ids)] = 0
-    return out.numpy()
 
 
 def test_batched_sorted_encoding_equals_textbook_pooling(tiny):
@@ -113,3 +98,50 @@ def test_bfloat16_matches_float32_ranking(tiny_bert):
     b = bf16.encode_documents(TEXTS[:3]).to_scipy().toarray()
     assert bf16.model.dtype == torch.bfloat16
     np.testing.assert_allclose(a, b, atol=0.05)
+
+
+def _varied_texts(n):
+    rng = np.random.default_rng(3)
+    words = ["wing", "lift", "drag", "supersonic", "boundary", "layer", "naïve", "東京", "x"]
+    return [" ".join(rng.choice(words, int(rng.integers(1, 28)))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("multiple", [1, 5, 16])
+def test_padding_to_a_multiple_does_not_change_vectors(tiny_bert, multiple):
+    model, tok = tiny_bert
+    texts = _varied_texts(60)
+    plain = SpladeEncoder("tiny", hf_model=model, tokenizer=tok, device="cpu", batch_size=4, max_length=32)
+    padded = SpladeEncoder("tiny", hf_model=model, tokenizer=tok, device="cpu", batch_size=4, max_length=32,
+                           pad_multiple=multiple)
+    want = textbook(plain, texts)
+    np.testing.assert_allclose(padded.encode_documents(texts).to_scipy().toarray(), want, atol=1e-5)
+    np.testing.assert_allclose(plain.encode_documents(texts).to_scipy().toarray(), want, atol=1e-5)
+
+
+def test_cuda_graphs_asked_for_on_the_cpu_say_why_they_are_off(tiny_bert):
+    model, tok = tiny_bert
+    enc = SpladeEncoder("tiny", hf_model=model, tokenizer=tok, device="cpu", batch_size=4, max_length=32,
+                        cuda_graphs=True)
+    status = enc.cuda_graphs_status
+    assert status["requested"] and not status["active"] and "not on a CUDA device" in status["reason"]
+    texts = _varied_texts(20)
+    np.testing.assert_allclose(enc.encode_documents(texts).to_scipy().toarray(), textbook(enc, texts), atol=1e-5)
+    with pytest.raises(InputError, match="pad_multiple"):
+        SpladeEncoder("tiny", hf_model=model, tokenizer=tok, device="cpu", pad_multiple=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graphs_give_the_eager_vectors(tiny_bert):
+    model, tok = tiny_bert
+    texts = _varied_texts(700)
+    graphs = SpladeEncoder("tiny", hf_model=model, tokenizer=tok, device="cuda", dtype="float32", batch_size=16,
+                           max_length=64, cuda_graphs=True)
+    got = graphs.encode_documents(texts).to_scipy().toarray()
+    status = graphs.cuda_graphs_status
+    assert status["active"], status["reason"]
+    assert 1 <= status["graphs"] <= 4 and status["replays"] >= 30
+    assert all(w % 16 == 0 for w in status["padded_lengths"])
+    eager = SpladeEncoder("tiny", hf_model=model, tokenizer=tok, device="cuda", dtype="float32", batch_size=16,
+                          max_length=64)
+    np.testing.assert_allclose(got, eager.encode_documents(texts).to_scipy().toarray(), atol=1e-4)
+    np.testing.assert_allclose(got, textbook(eager, texts), atol=1e-4)
