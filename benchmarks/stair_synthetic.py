@@ -268,8 +268,8 @@ def print_table(res: dict) -> None:
         rows.append(("FLOPs off (lambda=0)", off))
     print(f"held-out combinations: {res['test_combinations']} (chance Recall@1 = {res['chance']:.3f}), "
           f"train pairs: {res['train_pairs']} over {res['train_combinations']} combinations")
-    print(f"| run | Recall@1 | nnz / image | nnz / query | colour in top-5 | shape in top-5 | position in top-5 "
-          f"| train s |")
+    print("| run | Recall@1 | nnz / image | nnz / query | colour in top-5 | shape in top-5 | position in top-5 "
+          "| train s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, m in rows:
         print(f"| {name} | {m['recall_at_1']:.3f} | {m['nnz_image_mean']:.1f} | {m['nnz_query_mean']:.1f} | "

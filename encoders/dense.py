@@ -34,10 +34,10 @@ import torch
 from tqdm.auto import tqdm
 
 from lsr.errors import EnvironmentProblem, InputError
-from lsr.inputs import Input, as_inputs, load_image
+from lsr.inputs import as_inputs, load_image
 
 from .registry import _package_dir, register_alias, resolve
-from .splade import pick_device, pick_dtype
+from .splade import check_batching, pick_device, pick_dtype
 
 register_alias(
     "minilm", "dense",
@@ -81,10 +81,7 @@ class SentenceEmbedder:
         """Load ``model`` (alias, ``hf:ORG/NAME`` or a directory), or wrap a ``SentenceTransformer`` object."""
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        if max_length < 2:
-            raise InputError(f"max_length must be at least 2, got {max_length}")
-        if batch_size < 1:
-            raise InputError(f"batch_size must be positive, got {batch_size}")
+        check_batching(max_length, batch_size)
         self.batch_size = batch_size
         self.progress = progress
         self.query_prefix, self.document_prefix = query_prefix, document_prefix

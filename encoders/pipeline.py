@@ -29,7 +29,7 @@ from lsr.errors import InputError, LsrError
 from lsr.io import Record
 from lsr.quantize import Quantizer
 from lsr.sparse import SparseBatch
-from lsr.vectors import VectorDirInfo, VectorWriter
+from lsr.vectors import VectorDirInfo, VectorWriter, check_new_output
 from lsr.vocab import Vocabulary
 
 # Rows per chunk handed to the writer: small, so little is left to write when encoding ends.
@@ -129,11 +129,7 @@ class ProcessVectorWriter:
         queue_size: int = 32,
     ):
         self.dir = Path(vecdir)
-        if self.dir.exists() and (not self.dir.is_dir() or any(self.dir.iterdir())) and not overwrite:
-            raise InputError(f"{self.dir}: output directory exists and is not empty; "
-                             "choose a new path or pass --overwrite")
-        if shard_size < 1:
-            raise InputError(f"shard_size must be positive, got {shard_size}")
+        check_new_output(self.dir, overwrite, shard_size)  # the child replaces an existing directory
         if vocab is None:
             raise InputError("ProcessVectorWriter needs the vocabulary of the vectors (vocab=...)")
         self.info = VectorDirInfo(encoder, vocab.fingerprint, quantizer, role,

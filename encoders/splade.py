@@ -79,6 +79,29 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
         raise InputError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)} or 'auto'") from None
 
 
+def load_masked_lm(model: str, dtype: torch.dtype, what: str = "model"):
+    """``(tokenizer, masked LM)`` of an alias, ``hf:`` id or directory; a clear error when it cannot be loaded."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    loc = resolve(model)
+    try:
+        return (AutoTokenizer.from_pretrained(loc.source),
+                AutoModelForMaskedLM.from_pretrained(loc.source, dtype=dtype))
+    except OSError as e:
+        hint = "" if loc.is_local else " (hub models need network access or a local copy: pass a directory)"
+        raise EnvironmentProblem(f"cannot load {what} {model!r} from {loc.source}: {e}{hint}") from None
+
+
+def check_batching(max_length: int, batch_size: int) -> None:
+    """The text encoders' shared argument checks."""
+    if max_length < 2:
+        raise InputError(f"max_length must be at least 2, got {max_length}")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be positive, got {batch_size}")
+
+
 @dataclass
 class EncodeStats:
     """Counts from the last encode call."""
@@ -88,7 +111,32 @@ class EncodeStats:
     truncated: int = 0
 
 
-class SpladeEncoder:
+class EncodeAll:
+    """``encode_documents`` / ``encode_queries`` over ``iter_encode``: the whole input as one batch.
+
+    Subclasses define ``_check_inputs(inputs) -> list`` and ``iter_encode(inputs, ids, stats=...)``.
+    """
+
+    vocab: Vocabulary
+    last_stats: EncodeStats
+
+    def encode_documents(self, inputs, ids: Sequence[str] | None = None) -> SparseBatch:
+        return self._encode_all(inputs, ids)
+
+    def encode_queries(self, inputs, ids: Sequence[str] | None = None) -> SparseBatch:
+        return self._encode_all(inputs, ids)
+
+    def _encode_all(self, inputs, ids) -> SparseBatch:
+        inputs = self._check_inputs(inputs)
+        stats = EncodeStats()
+        parts = list(self.iter_encode(inputs, ids, stats=stats))
+        self.last_stats = stats
+        if not parts:
+            return SparseBatch.empty(self.vocab, 0, ids=() if ids is not None else None)
+        return SparseBatch.concat(parts)
+
+
+class SpladeEncoder(EncodeAll):
     """Text to vocabulary-sized sparse vectors, SPLADE style.
 
     ``log1p(relu(max over tokens of the MLM logits))`` with the attention mask
@@ -124,28 +172,14 @@ class SpladeEncoder:
         """
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        if max_length < 2:
-            raise InputError(f"max_length must be at least 2, got {max_length}")
-        if batch_size < 1:
-            raise InputError(f"batch_size must be positive, got {batch_size}")
+        check_batching(max_length, batch_size)
         if pad_multiple is not None and pad_multiple < 1:
             raise InputError(f"pad_multiple must be positive, got {pad_multiple}")
         self.max_length = max_length
         self.batch_size = batch_size
         self.progress = progress
         if hf_model is None:
-            from transformers import AutoModelForMaskedLM, AutoTokenizer
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-
-            loc = resolve(model)
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(loc.source)
-                hf_model = AutoModelForMaskedLM.from_pretrained(loc.source, dtype=self.dtype)
-            except OSError as e:
-                hint = "" if loc.is_local else " (hub models need network access or a local copy: pass a directory)"
-                raise EnvironmentProblem(f"cannot load model {model!r} from {loc.source}: {e}{hint}") from None
+            tokenizer, hf_model = load_masked_lm(model, self.dtype)
             self.name = model
         else:
             if tokenizer is None:
@@ -171,20 +205,9 @@ class SpladeEncoder:
         self.last_stats = EncodeStats()
 
     # ------------------------------------------------------------------ API
-    def encode_documents(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> SparseBatch:
-        return self._encode_all(texts, ids)
-
-    def encode_queries(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> SparseBatch:
-        return self._encode_all(texts, ids)
-
-    def _encode_all(self, texts, ids) -> SparseBatch:
-        texts = _as_texts(texts)
-        stats = EncodeStats()
-        parts = list(self.iter_encode(texts, ids, stats=stats))
-        self.last_stats = stats
-        if not parts:
-            return SparseBatch.empty(self.vocab, 0, ids=() if ids is not None else None)
-        return SparseBatch.concat(parts)
+    @staticmethod
+    def _check_inputs(texts) -> list[str]:
+        return _as_texts(texts)
 
     def iter_encode(
         self, texts: Sequence[str], ids: Sequence[str] | None = None, chunk_size: int = 8192,

@@ -42,7 +42,7 @@ from lsr.pooling import log_saturation, splade_pool
 from lsr.sparse import SparseBatch, max_fuse
 
 from .registry import STAIR_MARKER, resolve
-from .splade import EncodeStats, SpladeEncoder, pick_device, pick_dtype
+from .splade import EncodeAll, EncodeStats, SpladeEncoder, load_masked_lm, pick_device, pick_dtype
 
 FORMAT = "lsr-stair/1"
 WEIGHTS_FILE = "model.safetensors"
@@ -280,7 +280,7 @@ class StairModel(nn.Module):
 
 
 # ----------------------------------------------------------------- encoder
-class StairEncoder:
+class StairEncoder(EncodeAll):
     """Images, texts and image+text inputs to sparse vectors over the text vocabulary.
 
     ``StairEncoder(path)`` loads a saved STAIR directory (or a registered
@@ -349,18 +349,8 @@ class StairEncoder:
 
     # ------------------------------------------------------------ building
     def _create(self, image_model, pretrained, image_config, text_model, head_init) -> None:
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
         visual, cfg, preprocess = build_image_tower(image_model, pretrained, image_config)
-        loc = resolve(text_model)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(loc.source)
-            text = AutoModelForMaskedLM.from_pretrained(loc.source, dtype=torch.float32)
-        except OSError as e:
-            hint = "" if loc.is_local else " (hub models need network access or a local copy: pass a directory)"
-            raise EnvironmentProblem(f"cannot load text model {text_model!r} from {loc.source}: {e}{hint}") from None
+        tokenizer, text = load_masked_lm(text_model, torch.float32, what="text model")
         self.tokenizer = tokenizer
         width = _probe_width(visual, preprocess)
         dense, norm, decoder = _mlm_head_parts(text)
@@ -501,20 +491,9 @@ class StairEncoder:
         return [self.model.text]
 
     # ------------------------------------------------------------------ API
-    def encode_documents(self, inputs: Sequence[Input | str], ids: Sequence[str] | None = None) -> SparseBatch:
-        return self._encode_all(inputs, ids)
-
-    def encode_queries(self, inputs: Sequence[Input | str], ids: Sequence[str] | None = None) -> SparseBatch:
-        return self._encode_all(inputs, ids)
-
-    def _encode_all(self, inputs, ids) -> SparseBatch:
-        inputs = _inputs_or_empty(inputs)
-        stats = EncodeStats()
-        parts = list(self.iter_encode(inputs, ids, stats=stats))
-        self.last_stats = stats
-        if not parts:
-            return SparseBatch.empty(self.vocab, 0, ids=() if ids is not None else None)
-        return SparseBatch.concat(parts)
+    @staticmethod
+    def _check_inputs(inputs: Sequence[Input | str]) -> list:
+        return _inputs_or_empty(inputs)
 
     def iter_encode(self, inputs: Sequence[Input | str], ids: Sequence[str] | None = None, chunk_size: int = 8192,
                     stats: EncodeStats | None = None) -> Iterator[SparseBatch]:

@@ -108,6 +108,18 @@ class VectorDirInfo:
         )
 
 
+def check_new_output(vecdir: Path, overwrite: bool, shard_size: int) -> bool:
+    """Refuse a non-empty output directory unless ``overwrite``; returns whether one exists to be replaced."""
+    if shard_size < 1:
+        raise InputError(f"shard_size must be positive, got {shard_size}")
+    if vecdir.exists() and not vecdir.is_dir():
+        raise InputError(f"{vecdir}: exists and is not a directory; choose a new output path")
+    occupied = vecdir.exists() and any(vecdir.iterdir())
+    if occupied and not overwrite:
+        raise InputError(f"{vecdir}: output directory exists and is not empty; choose a new path or pass --overwrite")
+    return occupied
+
+
 class VectorWriter:
     """Streams quantized vectors into a new vector directory.
 
@@ -126,17 +138,12 @@ class VectorWriter:
         extra: dict | None = None,
     ):
         self.dir = Path(vecdir)
-        if self.dir.exists() and any(self.dir.iterdir()):
-            if not overwrite:
-                raise InputError(f"{self.dir}: output directory exists and is not empty; "
-                                 "choose a new path or pass --overwrite")
+        if check_new_output(self.dir, overwrite, shard_size):
             shutil.rmtree(self.dir)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InputError(f"{self.dir}: cannot create the output directory ({e.strerror})") from None
-        if shard_size < 1:
-            raise InputError(f"shard_size must be positive, got {shard_size}")
         self.quantizer = quantizer
         self.shard_size = shard_size
         self.info = VectorDirInfo(encoder, vocab.fingerprint if vocab else None, quantizer, role,

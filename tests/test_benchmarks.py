@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from anserini_bridge.index import build_index
 from anserini_bridge.search import ImpactSearcher

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lsr import InputError, LsrError, Quantizer, SparseBatch, Vocabulary
+from lsr import InputError, LsrError, Quantizer, SparseBatch
 from lsr.synthetic import random_vectors, synthetic_vocab
 from lsr.vectors import VectorDirInfo, VectorWriter, read_vector_file
 
