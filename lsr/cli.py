@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not keep document vectors in the index (explanations then need re-encoding)")
 
     p = sub.add_parser("search", help="search an impact index, writing a TREC run")
-    p.add_argument("--index", required=True)
+    p.add_argument("--index", required=True,
+                   help="Lucene index directory (`lsr index`), or milvus://HOST:PORT/COLLECTION (`lsr export`)")
     _add_model_args(p, model_required=False)
     p.add_argument("--queries", help="BEIR queries.jsonl (_id, text); needs --model")
     p.add_argument("--query-vectors", help="JSONL of integer query vectors {id, vector}; no model needed")
@@ -179,15 +180,25 @@ def cmd_index(args) -> int:
     return 0
 
 
-def cmd_search(args) -> int:
+def _open_retriever(spec: str):
+    """The index named by ``--index``: an engine collection (``milvus://...``) or a Lucene index directory."""
+    from .engines import is_engine_uri, open_engine
+
+    if is_engine_uri(spec):
+        return open_engine(spec)
     from anserini_bridge.search import ImpactSearcher
+
+    return ImpactSearcher(spec)
+
+
+def cmd_search(args) -> int:
     from .errors import InputError
     from .io import read_queries, write_run
     from .vectors import read_vector_file
 
     if bool(args.queries) == bool(args.query_vectors):
         raise InputError("give either --queries (with --model) or --query-vectors")
-    searcher = ImpactSearcher(args.index)
+    searcher = _open_retriever(args.index)
     if args.queries:
         if not args.model:
             raise InputError("--queries needs --model (the encoder the index was built with)")

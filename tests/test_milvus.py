@@ -320,6 +320,17 @@ def test_cli_export(milvus_uri, corpus, tmp_path):
     assert {q: [h.docid for h in hits] for q, hits in col.batch_search(queries, k=10).items()} == \
         {q: [h.docid for h in hits] for q, hits in expected.items()}
 
+    # the same collection searched from the command line gives the exhaustive top-10, scores included
+    qdir = _write_vecdir(tmp_path / "queries", queries, VOCAB)
+    out = _lsr("search", "--index", target, "--query-vectors", qdir / "part-00000.jsonl", "--k", "10",
+               "--output", tmp_path / "run.txt")
+    assert out.returncode == 0, out.stderr
+    run = {}
+    for line in (tmp_path / "run.txt").read_text().splitlines():
+        qid, _, docid, rank, score, _ = line.split()
+        run.setdefault(qid, []).append((docid, float(score)))
+    assert run == {q: [(h.docid, round(float(h.score), 6)) for h in hits] for q, hits in expected.items() if hits}
+
     other = synthetic_vocab(10)
     vec2 = _write_vecdir(tmp_path / "vec2", SparseBatch.from_dicts([{"t1": 3.0}], other, ["z"]), other,
                          encoder="other")
