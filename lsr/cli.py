@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Lucene index directory (`lsr index`), or milvus://HOST:PORT/COLLECTION (`lsr export`)")
     _add_model_args(p, model_required=False)
     p.add_argument("--queries", help="BEIR queries.jsonl (_id, text); needs --model")
-    p.add_argument("--query-vectors", help="JSONL of integer query vectors {id, vector}; no model needed")
+    p.add_argument("--query-vectors", help="integer query vectors, no model needed: a vector directory "
+                   "(`lsr encode --role query`) or a JSONL file of {id, vector} lines")
     p.add_argument("--output", required=True, help="TREC run file to write")
     p.add_argument("--k", type=int, default=1000)
     p.add_argument("--threads", type=int, default=None)
@@ -194,7 +195,8 @@ def _open_retriever(spec: str):
 def cmd_search(args) -> int:
     from .errors import InputError
     from .io import read_queries, write_run
-    from .vectors import read_vector_file
+    from .retrieval import check_query_vectors
+    from .vectors import read_query_vectors
 
     if bool(args.queries) == bool(args.query_vectors):
         raise InputError("give either --queries (with --model) or --query-vectors")
@@ -208,7 +210,8 @@ def cmd_search(args) -> int:
         queries = encoder.encode_queries([r.text for r in records], ids=[r.id for r in records])
         qids = list(queries.ids)
     else:
-        qids, queries = read_vector_file(args.query_vectors)
+        qids, queries, qinfo = read_query_vectors(args.query_vectors)
+        check_query_vectors(searcher.meta, qinfo, str(args.index), str(args.query_vectors))
     if args.rerank:
         if not args.queries:
             raise InputError("--rerank needs the query texts (--queries with --model), not --query-vectors")

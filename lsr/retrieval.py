@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 from typing import Mapping, Protocol, Sequence, Union, runtime_checkable
 
-from .errors import InputError
+from .errors import IndexMismatchError, InputError
 from .io import Hit
 from .sparse import SparseBatch
 
@@ -91,3 +91,28 @@ def query_ids(queries: Queries, qids: Sequence[str] | None, k: int) -> list[str]
     if len(ids) != len(queries):
         raise InputError(f"batch_search: {len(queries)} queries but {len(ids)} ids")
     return ids
+
+
+def check_query_vectors(index_meta, query_info, index_name: str, queries_name: str) -> None:
+    """Refuse integer query vectors made by another vocabulary or quantization than the index's.
+
+    ``index_meta`` and ``query_info`` are any objects with ``encoder``,
+    ``vocab_fingerprint`` and ``quantization`` (an index's or collection's
+    metadata, a vector directory's); unknown values are not compared.
+    """
+    if query_info is None:
+        return
+    problems = []
+    if index_meta.vocab_fingerprint and query_info.vocab_fingerprint and \
+            index_meta.vocab_fingerprint != query_info.vocab_fingerprint:
+        problems.append(f"the index holds vectors of {index_meta.encoder!r} (vocabulary "
+                        f"{index_meta.vocab_fingerprint}), the queries come from {query_info.encoder!r} "
+                        f"(vocabulary {query_info.vocab_fingerprint})")
+    if index_meta.quantization is not None and query_info.quantization is not None and \
+            index_meta.quantization != query_info.quantization:
+        problems.append(f"the index was quantized with {index_meta.quantization}, the queries with "
+                        f"{query_info.quantization}")
+    if problems:
+        raise IndexMismatchError(f"{queries_name} do not fit {index_name}: " + "; ".join(problems) +
+                                 ". Encode the queries with the index's model and quantization "
+                                 "(lsr encode --role query with the same --scale and --max-value)")

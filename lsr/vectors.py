@@ -315,15 +315,40 @@ def iter_vectors(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, int],
 
 
 def read_vector_file(path: str | os.PathLike) -> tuple[list[str], list[dict[str, int]]]:
-    """All vectors of one JSONL file (used for ``--query-vectors``); duplicate ids are refused."""
-    ids, vecs, seen = [], [], {}
-    for rid, vec, n in iter_vectors(path):
-        if rid in seen:
-            raise InputError(f"{path}:{n}: duplicate id {rid!r} (first on line {seen[rid]})")
-        seen[rid] = n
-        ids.append(rid)
-        vecs.append(vec)
+    """All vectors of one JSONL file; duplicate ids are refused."""
+    ids, vecs, _ = read_query_vectors(path)
     return ids, vecs
+
+
+def read_query_vectors(path: str | os.PathLike) -> tuple[list[str], list[dict[str, int]], "VectorDirInfo | None"]:
+    """Integer query vectors for ``--query-vectors``: ``(ids, vectors, metadata or None)``.
+
+    ``path`` is a vector directory (``lsr encode --role query``: every part
+    file, in order) or one JSONL file. The metadata of the directory, or of
+    the directory the file lies in, says which encoder and quantization made
+    the vectors, so a mismatch with the index can be caught; a bare file has
+    none. Duplicate ids are refused.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = part_files(path)
+        info = VectorDirInfo.load(path)
+        if not files:
+            raise InputError(f"{path}: no part-*.jsonl files; pass a vector directory written by `lsr encode` "
+                             "or a JSONL file of {id, vector} lines")
+    elif path.is_file():
+        files, info = [path], VectorDirInfo.load(path.parent)
+    else:
+        raise InputError(f"{path}: query vectors not found")
+    ids, vecs, seen = [], [], {}
+    for f in files:
+        for rid, vec, n in iter_vectors(f):
+            if rid in seen:
+                raise InputError(f"{f}:{n}: duplicate id {rid!r} (first at {seen[rid]})")
+            seen[rid] = f"{f.name}:{n}" if len(files) > 1 else f"line {n}"
+            ids.append(rid)
+            vecs.append(vec)
+    return ids, vecs, info
 
 
 def write_offsets(vecdir: str | os.PathLike) -> Path:

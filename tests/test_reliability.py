@@ -88,6 +88,31 @@ def test_corrupted_index_is_reported(tmp_path):
     assert out.returncode == 2 and "corrupted index metadata" in out.stderr
 
 
+def test_query_vectors_of_another_quantization_or_vocabulary_are_refused(tmp_path):
+    vec = small_vecdir(tmp_path / "vec")
+    assert run_lsr("index", "--input", vec, "--index", tmp_path / "idx").returncode == 0
+    queries = random_vectors(3, 4, VOCAB, 5, seed=3, prefix="q")
+    for name, quantizer, vocab in (("same", Quantizer(1, 1000), VOCAB), ("scale", Quantizer(100, 1000), VOCAB),
+                                   ("vocab", Quantizer(1, 1000), synthetic_vocab(60))):
+        with VectorWriter(tmp_path / name, quantizer, encoder=f"enc-{name}", vocab=vocab, role="query") as w:
+            w.write(queries if vocab is VOCAB else SparseBatch.from_dicts(
+                [{"t1": 2.0}, {"t2": 1.0}, {"t3": 4.0}], vocab, list(queries.ids)))
+    # a vector directory, and a file inside one, carry their metadata: both are checked
+    for qv in (tmp_path / "same", tmp_path / "same" / "part-00000.jsonl"):
+        out = run_lsr("search", "--index", tmp_path / "idx", "--query-vectors", qv, "--output", tmp_path / "r")
+        assert out.returncode == 0, out.stderr
+        assert {line.split()[0] for line in (tmp_path / "r").read_text().splitlines()} <= set(queries.ids)
+    out = run_lsr("search", "--index", tmp_path / "idx", "--query-vectors", tmp_path / "scale", "--output",
+                  tmp_path / "r")
+    assert out.returncode == 2 and "quantized with" in out.stderr and '"scale": 100' in out.stderr
+    out = run_lsr("search", "--index", tmp_path / "idx", "--query-vectors", tmp_path / "vocab" / "part-00000.jsonl",
+                  "--output", tmp_path / "r")
+    assert out.returncode == 2 and "enc-vocab" in out.stderr and "vocabulary" in out.stderr
+    out = run_lsr("search", "--index", tmp_path / "idx", "--query-vectors", tmp_path / "missing", "--output",
+                  tmp_path / "r")
+    assert out.returncode == 2 and "query vectors not found" in out.stderr
+
+
 def test_vector_directory_passed_as_index(tmp_path):
     vec = small_vecdir(tmp_path / "vec")
     qv = tmp_path / "q.jsonl"
