@@ -52,10 +52,58 @@ def encode_to_dir(
 
     Every record is either written or listed in ``report.jsonl`` (empty text or
     empty vector); the returned info holds the counts and the number of
-    truncated texts. ``chunk_size`` texts are sorted by length together (the
-    encoder's sort window); ``writer`` is ``"process"`` (write in a separate
-    process), ``"inline"`` (in this one) or ``"auto"`` (a process when the
-    encoder runs on an accelerator and there is more than one chunk).
+    truncated texts. Records with an ``image`` need an encoder that takes
+    images (a STAIR model); the stored contents are the text, or the image
+    path of an image-only record. ``chunk_size`` texts are sorted by length
+    together (the encoder's sort window); ``writer`` is ``"process"`` (write
+    in a separate process), ``"inline"`` (in this one) or ``"auto"`` (a
+    process when the encoder runs on an accelerator and there is more than
+    one chunk).
+    """
+    items = record_inputs(encoder, records)
+    contents = [r.text if r.text.strip() or r.image is None else r.image for r in records] if store_text else None
+    return encode_items_to_dir(encoder, items, [r.id for r in records], vecdir, quantizer, role=role,
+                               shard_size=shard_size, overwrite=overwrite, contents=contents,
+                               empty=[r.is_empty for r in records], chunk_size=chunk_size, writer=writer)
+
+
+def record_inputs(encoder, records: Sequence[Record]) -> list:
+    """What ``encoder`` is given for each record: its text, or an :class:`~lsr.inputs.Input` with its image."""
+    with_image = [r for r in records if r.image is not None]
+    if not with_image:
+        return [r.text for r in records]
+    if not getattr(encoder, "takes_images", False):
+        r = with_image[0]
+        where = f" (line {r.line})" if r.line else ""
+        raise InputError(f"record {r.id!r}{where} and {len(with_image) - 1} more have an 'image', but "
+                         f"{encoder.name!r} encodes text only; use a STAIR model directory, or drop the 'image' "
+                         "fields")
+    from lsr.inputs import Input
+
+    return [Input(text=r.text, image=r.image) if r.image is not None else r.text for r in records]
+
+
+def encode_items_to_dir(
+    encoder,
+    items: Sequence,
+    ids: Sequence[str],
+    vecdir: str | os.PathLike,
+    quantizer: Quantizer | None = None,
+    *,
+    role: str = "document",
+    shard_size: int = 100_000,
+    overwrite: bool = False,
+    contents: Sequence[str] | None = None,
+    empty: Sequence[bool] | None = None,
+    chunk_size: int = 8192,
+    writer: str = "auto",
+    extra: dict | None = None,
+) -> VectorDirInfo:
+    """Encode what the encoder takes (texts; for image models also :class:`~lsr.inputs.Input`) into ``vecdir``.
+
+    ``empty[i]`` marks inputs with nothing to encode (reported as "empty text"
+    instead of written; default: blank strings); ``contents[i]`` is stored
+    with each vector (default: nothing).
     """
     from .splade import EncodeStats
 
@@ -64,33 +112,37 @@ def encode_to_dir(
         raise ValueError(f"role must be 'document' or 'query', not {role!r}")
     if writer not in ("auto", "process", "inline"):
         raise InputError(f"writer must be 'auto', 'process' or 'inline', not {writer!r}")
-    texts = [r.text for r in records]
-    ids = [r.id for r in records]
+    if len(ids) != len(items):
+        raise InputError(f"{len(ids)} ids for {len(items)} inputs")
+    if empty is None:
+        empty = [isinstance(x, str) and not x.strip() for x in items]
     stats = EncodeStats()
     encode = encoder.iter_encode
     if "sort_window" in inspect.signature(encode).parameters:
-        chunks = encode(texts, ids, chunk_size=min(chunk_size, _OUTPUT_CHUNK), stats=stats, sort_window=chunk_size)
+        chunks = encode(items, ids, chunk_size=min(chunk_size, _OUTPUT_CHUNK), stats=stats, sort_window=chunk_size)
     else:
-        chunks = encode(texts, ids, chunk_size=chunk_size, stats=stats)
+        chunks = encode(items, ids, chunk_size=chunk_size, stats=stats)
     # On a GPU the interpreter is the bottleneck, so writing moves out of it; on the CPU the model's
     # arithmetic dwarfs writing (and a writer process would only compete for the same cores).
     on_accelerator = getattr(getattr(encoder, "device", None), "type", "cpu") != "cpu"
-    in_process = writer == "process" or (writer == "auto" and on_accelerator and len(texts) > chunk_size)
+    in_process = writer == "process" or (writer == "auto" and on_accelerator and len(items) > chunk_size)
     make = ProcessVectorWriter if in_process else VectorWriter
+    meta = {"max_length": encoder.max_length, **(extra or {})}
     with make(vecdir, quantizer, encoder=encoder.name, vocab=encoder.vocab, role=role, shard_size=shard_size,
-              overwrite=overwrite, extra={"max_length": encoder.max_length}) as out:
+              overwrite=overwrite, extra=meta) as out:
         start = 0
         for batch in chunks:
-            chunk_texts = texts[start:start + len(batch)]
-            start += len(batch)
-            empty_text = [i for i, t in enumerate(chunk_texts) if not t.strip()]
-            for i in empty_text:
+            base, start = start, start + len(batch)
+            blank = [i for i in range(len(batch)) if empty[base + i]]
+            chunk_contents = list(contents[base:start]) if contents is not None else None
+            for i in blank:
                 out.report(batch.ids[i], "empty text")
-            if empty_text:
-                keep = [i for i in range(len(batch)) if chunk_texts[i].strip()]
+            if blank:
+                keep = [i for i in range(len(batch)) if not empty[base + i]]
                 batch = select_rows(batch, keep)
-                chunk_texts = [chunk_texts[i] for i in keep]
-            out.write(batch, chunk_texts if store_text else None)
+                if chunk_contents is not None:
+                    chunk_contents = [chunk_contents[i] for i in keep]
+            out.write(batch, chunk_contents)
         out.info.truncated = stats.truncated
     return out.info
 

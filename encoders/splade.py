@@ -146,6 +146,7 @@ class SpladeEncoder(EncodeAll):
     """
 
     kind = "splade"
+    takes_images = False
 
     def __init__(
         self,

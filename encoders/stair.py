@@ -304,6 +304,7 @@ class StairEncoder(EncodeAll):
     """
 
     kind = "stair"
+    takes_images = True
 
     def __init__(
         self,
@@ -827,21 +828,12 @@ def encode_inputs_to_dir(encoder: StairEncoder, inputs: Sequence[Input | str], i
     ``contents`` is stored with each vector (default: the text, or the image
     path for image-only inputs). Returns the :class:`~lsr.vectors.VectorDirInfo`.
     """
-    from lsr.quantize import Quantizer
-    from lsr.vectors import VectorWriter
+    from .pipeline import encode_items_to_dir
 
     inputs = as_inputs(inputs)
-    if len(ids) != len(inputs):
-        raise InputError(f"{len(ids)} ids for {len(inputs)} inputs")
     if contents is None:
         contents = [x.text if x.has_text else (str(x.image) if isinstance(x.image, (str, os.PathLike)) else "")
                     for x in inputs]
-    stats = EncodeStats()
-    with VectorWriter(vecdir, quantizer or Quantizer(), encoder=encoder.name, vocab=encoder.vocab, role=role,
-                      overwrite=overwrite, extra={"max_length": encoder.max_length, "kind": "stair"}) as writer:
-        start = 0
-        for batch in encoder.iter_encode(inputs, ids, chunk_size=chunk_size, stats=stats):
-            writer.write(batch, list(contents[start:start + len(batch)]))
-            start += len(batch)
-        writer.info.truncated = stats.truncated
-    return writer.info
+    return encode_items_to_dir(encoder, inputs, ids, vecdir, quantizer, role=role, overwrite=overwrite,
+                               contents=contents, empty=[False] * len(inputs), chunk_size=chunk_size,
+                               writer="inline", extra={"kind": "stair"})

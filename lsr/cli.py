@@ -204,10 +204,13 @@ def cmd_search(args) -> int:
     if args.queries:
         if not args.model:
             raise InputError("--queries needs --model (the encoder the index was built with)")
+        from encoders.pipeline import record_inputs
+
         records = read_queries(args.queries)
         encoder = _load_encoder(args)
         searcher.check_encoder(encoder.name, encoder.vocab.fingerprint)
-        queries = encoder.encode_queries([r.text for r in records], ids=[r.id for r in records])
+        inputs = record_inputs(encoder, records)
+        queries = encoder.encode_queries(inputs, ids=[r.id for r in records])
         qids = list(queries.ids)
     else:
         qids, queries, qinfo = read_query_vectors(args.query_vectors)
@@ -215,7 +218,7 @@ def cmd_search(args) -> int:
     if args.rerank:
         if not args.queries:
             raise InputError("--rerank needs the query texts (--queries with --model), not --query-vectors")
-        return _hybrid_search(args, searcher, queries, qids, records)
+        return _hybrid_search(args, searcher, queries, qids, inputs)
     t0 = time.perf_counter()
     results = searcher.batch_search(queries, qids, k=args.k, threads=args.threads)
     dt = time.perf_counter() - t0
@@ -247,7 +250,7 @@ def _load_reranker(spec: str, args):
     return Reranker(encoder, store, missing=args.rerank_missing)
 
 
-def _hybrid_search(args, searcher, queries, qids, records) -> int:
+def _hybrid_search(args, searcher, queries, qids, inputs) -> int:
     from .hybrid import STAGES, HybridSearcher
     from .io import write_run
 
@@ -255,7 +258,7 @@ def _hybrid_search(args, searcher, queries, qids, records) -> int:
     hybrid = HybridSearcher(searcher, rerankers, args.fusion, k0=args.k0, rrf_k=args.rrf_k, alpha=args.alpha,
                             norm=args.norm, dense_candidates=args.dense_candidates, progress=True)
     t0 = time.perf_counter()
-    results = hybrid.batch_search(queries, qids, [r.text for r in records], k=args.k, threads=args.threads)
+    results = hybrid.batch_search(queries, qids, inputs, k=args.k, threads=args.threads)
     dt = time.perf_counter() - t0
     write_run(args.output, results)
     how = f"rrf k={args.rrf_k:g}" if args.fusion == "rrf" else \

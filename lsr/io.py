@@ -23,6 +23,12 @@ class Record:
     id: str
     text: str
     line: int = 0  # 1-based line number in the file it came from (0 when built in code)
+    image: str | None = None  # image path (absolute, or relative to the working directory), for image models
+
+    @property
+    def is_empty(self) -> bool:
+        """No text to encode and no image."""
+        return self.image is None and not self.text.strip()
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
@@ -73,30 +79,46 @@ def _text_field(path, n: int, obj: dict, key: str) -> str:
     return value
 
 
+def _image_field(path, n: int, obj: dict) -> str | None:
+    """The optional ``image`` path of a record, resolved against the JSONL file's folder."""
+    value = obj.get("image")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{path}:{n}: 'image' must be a path string (relative to {Path(path).parent} or "
+                         f"absolute), got {value!r}")
+    return str(Path(path).parent / value)
+
+
 def read_corpus(path: str | os.PathLike) -> list[Record]:
     """A BEIR corpus (``_id``, ``title``, ``text``); the text is ``title + " " + text``.
 
-    Duplicate ids are refused with the ids listed.
+    An optional ``image`` field names an image file (relative to the corpus
+    file's folder, or absolute) for image models: a record may have text, an
+    image, or both. Duplicate ids are refused with the ids listed.
     """
     records = []
     for n, obj in iter_jsonl(path):
         rid = _record_id(path, n, obj)
         title = _text_field(path, n, obj, "title")
         text = _text_field(path, n, obj, "text")
-        records.append(Record(rid, f"{title} {text}".strip() if title else text, n))
+        records.append(Record(rid, f"{title} {text}".strip() if title else text, n, _image_field(path, n, obj)))
     _refuse_duplicates(path, records)
     return records
 
 
 def read_queries(path: str | os.PathLike) -> list[Record]:
-    """BEIR queries (``_id``, ``text``). Empty queries are refused, naming the line."""
+    """BEIR queries (``_id``, ``text``, optionally ``image`` as in :func:`read_corpus`).
+
+    Empty queries (no text, no image) are refused, naming the line.
+    """
     records = []
     for n, obj in iter_jsonl(path):
         rid = _record_id(path, n, obj)
-        text = _text_field(path, n, obj, "text")
-        if not text.strip():
+        record = Record(rid, _text_field(path, n, obj, "text"), n, _image_field(path, n, obj))
+        if record.is_empty:
             raise InputError(f"{path}:{n}: query {rid!r} is empty; remove it or give it text")
-        records.append(Record(rid, text, n))
+        records.append(record)
     _refuse_duplicates(path, records)
     return records
 

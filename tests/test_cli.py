@@ -106,3 +106,58 @@ def test_encode_with_cuda_graphs_on_the_cpu_writes_the_same_vectors(tmp_path):
     plain = (tmp_path / "plain" / "part-00000.jsonl").read_text().splitlines()
     graphs = (tmp_path / "graphs" / "part-00000.jsonl").read_text().splitlines()
     assert len(plain) == 40 and plain == graphs
+
+
+def test_image_corpus_through_encode_index_and_search(tmp_path):
+    """Text, image and image+text records (image paths relative to the JSONL file) with a STAIR model."""
+    from PIL import Image
+
+    from anserini_bridge.search import ImpactSearcher
+    from encoders.stair import StairEncoder
+    from lsr import Quantizer
+    from lsr.inputs import Input
+
+    model = tmp_path / "stair"
+    StairEncoder(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu").save(model)
+    (tmp_path / "img").mkdir()
+    for name, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+        Image.new("RGB", (40, 40), colour).save(tmp_path / "img" / f"{name}.png")
+    rows = [{"_id": "t", "text": "a wing in supersonic flow"},
+            {"_id": "i", "image": "img/red.png"},
+            {"_id": "p", "text": "a blue square", "image": "img/blue.png"},
+            {"_id": "e", "text": "  "}]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = run_lsr("encode", "--model", model, "--input", corpus, "--output", tmp_path / "vec")
+    assert out.returncode == 0, out.stderr
+    assert "read 4, written 3, reported 1" in out.stderr
+    lines = [json.loads(x) for x in (tmp_path / "vec" / "part-00000.jsonl").read_text().splitlines()]
+    assert [x["id"] for x in lines] == ["t", "i", "p"]
+    assert lines[1]["contents"] == str(tmp_path / "img" / "red.png") and lines[2]["contents"] == "a blue square"
+
+    stair = StairEncoder(model, device="cpu")
+    want = stair.encode_documents([Input(text="a wing in supersonic flow"),
+                                   Input(image=str(tmp_path / "img" / "red.png")),
+                                   Input(text="a blue square", image=str(tmp_path / "img" / "blue.png"))])
+    quantized = Quantizer().quantize(want)  # lsr encode's default quantization
+    assert [x["vector"] for x in lines] == [{k: int(v) for k, v in quantized.to_dict(i).items()} for i in range(3)]
+
+    assert run_lsr("index", "--input", tmp_path / "vec", "--index", tmp_path / "idx").returncode == 0
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(json.dumps({"_id": "qi", "image": "img/red.png"}) + "\n" +
+                       json.dumps({"_id": "qt", "text": "supersonic wing"}) + "\n")
+    out = run_lsr("search", "--index", tmp_path / "idx", "--model", model, "--queries", queries, "--k", "3",
+                  "--output", tmp_path / "run.txt")
+    assert out.returncode == 0, out.stderr
+    run = {}
+    for line in (tmp_path / "run.txt").read_text().splitlines():
+        qid, _, docid, *_ = line.split()
+        run.setdefault(qid, []).append(docid)
+    qvec = stair.encode_queries([Input(image=str(tmp_path / "img" / "red.png")), Input(text="supersonic wing")],
+                                ids=["qi", "qt"])
+    with ImpactSearcher(tmp_path / "idx") as searcher:
+        expected = searcher.batch_search(qvec, k=3)
+    assert run == {qid: [h.docid for h in hits] for qid, hits in expected.items() if hits}
+
+    text_only = run_lsr("encode", "--model", "splade-tiny", "--input", corpus, "--output", tmp_path / "v2")
+    assert text_only.returncode == 2 and "record 'i' (line 2)" in text_only.stderr and "STAIR" in text_only.stderr
