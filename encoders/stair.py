@@ -538,14 +538,21 @@ class StairEncoder(EncodeAll):
             batches = [[inputs[i].image for i in rows[s:s + self.batch_size]]
                        for s in range(0, len(rows), self.batch_size)]
             got = []
-            # the next batch is loaded and stacked on the CPU while the model runs on the current one
+            # the next batch is loaded and stacked on the CPU while the model runs on the current one, and
+            # a batch's vectors are copied to the host only after the next batch is launched, so an
+            # accelerator always has work queued while the host waits for a result
             with ThreadPoolExecutor(max_workers=1) as ahead:
                 job = ahead.submit(self._prepare, batches[0])
+                in_flight = None
                 for k in range(len(batches)):
                     prepared = job.result()
                     if k + 1 < len(batches):
                         job = ahead.submit(self._prepare, batches[k + 1])
-                    got.append(self._image_batch(prepared))
+                    launched = self._launch_image_batch(prepared)
+                    if in_flight is not None:
+                        got.append(SparseBatch.from_torch(in_flight, self.vocab))
+                    in_flight = launched
+                got.append(SparseBatch.from_torch(in_flight, self.vocab))
             image_part = _scatter_rows(SparseBatch.concat(got), np.asarray(rows), n)
         parts = [p for p in (text_part, image_part) if p is not None]
         if not parts:
@@ -565,12 +572,13 @@ class StairEncoder(EncodeAll):
         return batch._replace_values(keep)
 
     @torch.inference_mode()
-    def _image_batch(self, prepared: "_Prepared") -> SparseBatch:
+    def _launch_image_batch(self, prepared: "_Prepared") -> torch.Tensor:
+        """``[batch, vocab]`` weights of prepared images, on the device (nothing waits for it)."""
         pixels = self._to_device(prepared, self.device).to(self.dtype)
         pooled = log_saturation(self.model.image_pooled_logits(pixels).float())
         if self._excluded.numel():
             pooled[:, self._excluded] = 0.0
-        return SparseBatch.from_torch(pooled, self.vocab)
+        return pooled
 
     # ------------------------------------------------------- preprocessing
     def pixels(self, images: Sequence[Any], device: str | torch.device | None = None) -> torch.Tensor:

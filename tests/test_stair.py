@@ -38,6 +38,21 @@ def _dense(batch):
     return batch.to_torch(layout="dense")
 
 
+def test_many_batches_in_flight_keep_every_image_in_its_row(stair):
+    rng = np.random.default_rng(5)
+    images = [_image(tuple(int(c) for c in rng.integers(0, 255, 3))) for _ in range(11)]
+    inputs = [Input(image=im) if i % 4 else Input(text="a square", image=im) for i, im in enumerate(images)]
+    one_by_one = torch.cat([_dense(stair.encode_documents([x])) for x in inputs])
+    saved = stair.batch_size
+    try:
+        stair.batch_size = 3  # four image batches, one launched while the previous one is collected
+        batched = _dense(stair.encode_documents(inputs))
+    finally:
+        stair.batch_size = saved
+    assert torch.allclose(batched, one_by_one, atol=1e-5)
+    assert len({tuple(row.nonzero().flatten().tolist()) for row in batched}) == len(images)
+
+
 def test_vectors_share_the_text_vocabulary_and_text_side_is_splade(stair, splade_tiny):
     assert stair.vocab == splade_tiny.vocab and len(stair.vocab) == 30522
     texts = ["a red circle on the left", "wing flutter at supersonic speed"]
