@@ -6,7 +6,8 @@
 # 1. the tests that need a CUDA device (CUDA graph replay equals eager encoding);
 # 2. python -m benchmarks.encode on a BERT-base-sized model in bf16 with CUDA graphs
 #    (project, raw forward and sentence-transformers in the same run);
-# 3. the same without CUDA graphs (project and raw forward in the same run).
+# 3. the same without CUDA graphs (project and raw forward in the same run);
+# 4. python -m benchmarks.stair_gpu: STAIR image encoding against the image tower alone, one training step.
 # Results: $OUT/*.json and $OUT/*.log. Wheels in .whl/ (pytest, ...) are installed first when present;
 # LSR_TOKENIZER names a tokenizer directory for the random model when SPLADE-tiny is not installed.
 set -u
@@ -30,4 +31,5 @@ python3 -m benchmarks.encode --device cuda --model bert-base-random "${TOK[@]}" 
     --breakdown --check 256 --cuda-graphs --json "$OUT/encode_gpu_graphs.json" >"$OUT/encode_gpu_graphs.log" 2>&1
 python3 -m benchmarks.encode --device cuda --model bert-base-random "${TOK[@]}" --docs "$DOCS" --repeats 3 \
     --no-st --json "$OUT/encode_gpu_eager.json" >"$OUT/encode_gpu_eager.log" 2>&1
-tail -n 12 "$OUT"/pytest_gpu.log "$OUT"/encode_gpu_graphs.log "$OUT"/encode_gpu_eager.log
+python3 -m benchmarks.stair_gpu --json "$OUT/stair_gpu.json" >"$OUT/stair_gpu.log" 2>&1
+tail -n 12 "$OUT"/pytest_gpu.log "$OUT"/encode_gpu_graphs.log "$OUT"/encode_gpu_eager.log "$OUT"/stair_gpu.log
