@@ -22,14 +22,17 @@ python3 -c "import sys, torch, transformers; print(sys.version.split()[0], torch
 TOK=()
 if [ -n "${LSR_TOKENIZER:-}" ]; then TOK=(--tokenizer "$LSR_TOKENIZER"); fi
 DOCS=${DOCS:-32768}
+DEVICE=${DEVICE:-cuda}           # DEVICE=cpu MODEL=bert-tiny-random DOCS=256 STAIR_ARGS=--tiny: a quick dry run
+MODEL=${MODEL:-bert-base-random}
+read -r -a STAIR_EXTRA <<<"${STAIR_ARGS:-}"
 
 timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_graphs.py \
     "tests/test_splade.py::test_cuda_graphs_give_the_eager_vectors" >"$OUT/pytest_gpu.log" 2>&1
 echo "pytest exit $?" >>"$OUT/pytest_gpu.log"
 
-python3 -m benchmarks.encode --device cuda --model bert-base-random "${TOK[@]}" --docs "$DOCS" --repeats 3 \
+python3 -m benchmarks.encode --device "$DEVICE" --model "$MODEL" "${TOK[@]}" --docs "$DOCS" --repeats 3 \
     --breakdown --check 256 --cuda-graphs --json "$OUT/encode_gpu_graphs.json" >"$OUT/encode_gpu_graphs.log" 2>&1
-python3 -m benchmarks.encode --device cuda --model bert-base-random "${TOK[@]}" --docs "$DOCS" --repeats 3 \
+python3 -m benchmarks.encode --device "$DEVICE" --model "$MODEL" "${TOK[@]}" --docs "$DOCS" --repeats 3 \
     --no-st --json "$OUT/encode_gpu_eager.json" >"$OUT/encode_gpu_eager.log" 2>&1
-python3 -m benchmarks.stair_gpu --json "$OUT/stair_gpu.json" >"$OUT/stair_gpu.log" 2>&1
+python3 -m benchmarks.stair_gpu --device "$DEVICE" "${STAIR_EXTRA[@]}" --json "$OUT/stair_gpu.json" >"$OUT/stair_gpu.log" 2>&1
 tail -n 12 "$OUT"/pytest_gpu.log "$OUT"/encode_gpu_graphs.log "$OUT"/encode_gpu_eager.log "$OUT"/stair_gpu.log
