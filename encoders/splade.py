@@ -94,6 +94,11 @@ def load_masked_lm(model: str, dtype: torch.dtype, what: str = "model"):
         raise EnvironmentProblem(f"cannot load {what} {model!r} from {loc.source}: {e}{hint}") from None
 
 
+def default_batch_size(device: torch.device) -> int:
+    """Texts per model call when none is given: 128 on an accelerator, 32 on the CPU."""
+    return 32 if device.type == "cpu" else 128
+
+
 def check_batching(max_length: int, batch_size: int) -> None:
     """The text encoders' shared argument checks."""
     if max_length < 2:
@@ -155,7 +160,7 @@ class SpladeEncoder(EncodeAll):
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
         max_length: int = 256,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         progress: bool = False,
         hf_model=None,
         tokenizer=None,
@@ -163,6 +168,9 @@ class SpladeEncoder(EncodeAll):
         pad_multiple: int | None = None,
     ):
         """Load ``model`` (alias, ``hf:`` id or path), or wrap ``hf_model`` + ``tokenizer`` objects.
+
+        ``batch_size``: texts per model call (default: 128 on a GPU, where
+        small batches leave it waiting for the host, 32 on the CPU).
 
         ``cuda_graphs``: on a CUDA device, replay full batches from CUDA graphs
         captured once per padded length (see :mod:`encoders.graphs`); batches
@@ -173,6 +181,7 @@ class SpladeEncoder(EncodeAll):
         """
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
+        batch_size = default_batch_size(self.device) if batch_size is None else batch_size
         check_batching(max_length, batch_size)
         if pad_multiple is not None and pad_multiple < 1:
             raise InputError(f"pad_multiple must be positive, got {pad_multiple}")

@@ -19,7 +19,9 @@ from .errors import LsrError
 
 def _add_model_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
     p.add_argument("--model", required=model_required, help="alias (splade-tiny), hf:ORG/NAME, or a local directory")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="inputs per model call (default: 128 on a GPU and 32 on the CPU for SPLADE models; "
+                        "32 for STAIR models)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 (default: bf16 on GPU)")
     p.add_argument("--max-length", type=int, default=256, help="word pieces per text; longer texts are truncated")
@@ -39,8 +41,10 @@ def _load_encoder(args):
         from encoders.splade import SpladeEncoder as Encoder
 
         extra["cuda_graphs"] = getattr(args, "cuda_graphs", False)
-    return Encoder(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length,
-                   batch_size=args.batch_size, progress=True, **extra)
+    if args.batch_size is not None:
+        extra["batch_size"] = args.batch_size
+    return Encoder(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length, progress=True,
+                   **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,7 +250,7 @@ def _load_reranker(spec: str, args):
                          f"--model {spec} --input corpus.jsonl --output STORE` and pass --rerank STORE "
                          f"(or --rerank {spec}=STORE)")
     store = EmbeddingStore(store_path)
-    encoder = embedder_for_store(store, model or None, device=args.device, batch_size=args.batch_size)
+    encoder = embedder_for_store(store, model or None, device=args.device, batch_size=args.batch_size or 32)
     return Reranker(encoder, store, missing=args.rerank_missing)
 
 

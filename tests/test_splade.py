@@ -145,3 +145,12 @@ def test_cuda_graphs_give_the_eager_vectors(tiny_bert):
                           max_length=64)
     np.testing.assert_allclose(got, eager.encode_documents(texts).to_scipy().toarray(), atol=1e-4)
     np.testing.assert_allclose(got, textbook(eager, texts), atol=1e-4)
+
+
+def test_default_batch_size_follows_the_device(tiny_bert):
+    from encoders.splade import default_batch_size
+
+    model, tok = tiny_bert
+    assert SpladeEncoder("tiny", hf_model=model, tokenizer=tok, device="cpu").batch_size == 32
+    assert SpladeEncoder("tiny", hf_model=model, tokenizer=tok, device="cpu", batch_size=5).batch_size == 5
+    assert default_batch_size(torch.device("cuda")) == 128 and default_batch_size(torch.device("cpu")) == 32
