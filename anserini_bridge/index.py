@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from lsr.errors import EnvironmentProblem, InputError
 from lsr.quantize import Quantizer
-from lsr.vectors import OFFSETS_FILE, VectorDirInfo, parse_vector, part_files, write_offsets
+from lsr.vectors import OFFSETS_FILE, VectorDirInfo, part_files, write_offsets, write_offsets_table
 
 from . import jvm
 
@@ -137,7 +137,7 @@ def build_index(
                                              dir=index_dir.parent if index_dir.parent.is_dir() else None)
                 os.close(fd)
                 scanned[d] = Path(table)
-                expected = _scan_foreign(parts, scanned[d])
+                expected = write_offsets_table(parts, scanned[d])
                 info = VectorDirInfo(None, None, None, documents_read=expected, documents_written=expected)  # type: ignore[arg-type]
             infos.append(info)
         return _build(sources, dirs, infos, scanned, index_dir, threads, store_vectors, progress)
@@ -223,46 +223,6 @@ def _store_vectors(vecdir: Path, parts: list[Path], dest: Path, have_offsets: bo
         _link_or_copy(vecdir / OFFSETS_FILE, dest / OFFSETS_FILE)
     else:
         write_offsets(dest)
-
-
-def _scan_foreign(parts: list[Path], table: Path) -> int:
-    """Validate every document of foreign part files and write their offsets table; returns the count.
-
-    The same checks as :func:`lsr.vectors.iter_vectors` (errors name file and
-    line), in the same pass that notes where each document starts.
-    """
-    count = 0
-    with open(table, "w", encoding="utf-8") as out:
-        for part in parts:
-            offset = 0
-            lines = []
-            with open(part, "rb") as src:
-                for n, raw in enumerate(src, 1):
-                    try:
-                        line = raw.decode("utf-8")
-                    except UnicodeDecodeError as e:
-                        raise InputError(f"{part}:{n}: not valid UTF-8 (byte {e.start}); "
-                                         "re-encode the file as UTF-8") from None
-                    if line.strip():
-                        try:
-                            obj = json.loads(line)
-                        except json.JSONDecodeError as e:
-                            raise InputError(f"{part}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
-                        if not isinstance(obj, dict):
-                            raise InputError(f"{part}:{n}: expected a JSON object, got {type(obj).__name__}")
-                        rid = obj.get("id")
-                        if not isinstance(rid, str) or not rid or any(c.isspace() for c in rid):
-                            raise InputError(f"{part}:{n}: 'id' must be a non-empty string without whitespace, "
-                                             f"got {rid!r}")
-                        parse_vector(part, n, obj)
-                        lines.append(f"{rid}\t{part.name}\t{offset}\n")
-                        count += 1
-                        if len(lines) >= 65536:
-                            out.write("".join(lines))
-                            lines = []
-                    offset += len(raw)
-            out.write("".join(lines))
-    return count
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

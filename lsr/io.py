@@ -33,6 +33,12 @@ class Record:
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each non-blank line; errors name file and line."""
+    for n, _, obj in iter_jsonl_at(path):
+        yield n, obj
+
+
+def iter_jsonl_at(path: str | os.PathLike) -> Iterator[tuple[int, int, dict]]:
+    """Like :func:`iter_jsonl`, with the byte offset where each line starts: ``(line, offset, object)``."""
     path = Path(path)
     try:
         fh = open(path, "rb")
@@ -40,8 +46,10 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
         raise InputError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory, expected a JSONL file") from None
+    offset = 0
     with fh:
         for n, raw in enumerate(fh, 1):
+            start, offset = offset, offset + len(raw)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -56,7 +64,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
                 raise InputError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(obj, dict):
                 raise InputError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
-            yield n, obj
+            yield n, start, obj
 
 
 def _record_id(path, n: int, obj: dict, key: str = "_id") -> str:

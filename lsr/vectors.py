@@ -33,7 +33,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .errors import InputError
-from .io import iter_jsonl
+from .io import iter_jsonl_at
 from .quantize import Quantizer
 from .sparse import SparseBatch
 from .vocab import Vocabulary
@@ -305,13 +305,19 @@ def parse_vector(path, n: int, obj: dict) -> dict[str, int]:
     return out
 
 
-def iter_vectors(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, int], int]]:
-    """Yield ``(id, {token: int}, line)`` from one JsonVectorCollection file, validated."""
-    for n, obj in iter_jsonl(path):
+def iter_vector_records(path: str | os.PathLike) -> Iterator[tuple[int, int, str, dict[str, int], dict]]:
+    """``(line, byte offset, id, {token: int}, the line's object)`` of one JsonVectorCollection file, validated."""
+    for n, offset, obj in iter_jsonl_at(path):
         rid = obj.get("id")
         if not isinstance(rid, str) or not rid or any(c.isspace() for c in rid):
             raise InputError(f"{path}:{n}: 'id' must be a non-empty string without whitespace, got {rid!r}")
-        yield rid, parse_vector(path, n, obj), n
+        yield n, offset, rid, parse_vector(path, n, obj), obj
+
+
+def iter_vectors(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, int], int]]:
+    """Yield ``(id, {token: int}, line)`` from one JsonVectorCollection file, validated."""
+    for n, _, rid, vec, _ in iter_vector_records(path):
+        yield rid, vec, n
 
 
 def read_vector_file(path: str | os.PathLike) -> tuple[list[str], list[dict[str, int]]]:
@@ -353,22 +359,30 @@ def read_query_vectors(path: str | os.PathLike) -> tuple[list[str], list[dict[st
 
 def write_offsets(vecdir: str | os.PathLike) -> Path:
     """(Re)build ``offsets.tsv`` for a vector directory by scanning its part files (validating them)."""
-    vecdir = Path(vecdir)
-    out = vecdir / OFFSETS_FILE
-    with open(out, "w", encoding="utf-8") as fh:
-        for part in part_files(vecdir):
-            offset = 0
-            with open(part, "rb") as src:
-                for n, raw in enumerate(src, 1):
-                    if raw.strip():
-                        obj = json.loads(raw)
-                        rid = obj.get("id")
-                        if not isinstance(rid, str) or not rid or any(c.isspace() for c in rid):
-                            raise InputError(f"{part}:{n}: 'id' must be a non-empty string without whitespace")
-                        parse_vector(part, n, obj)
-                        fh.write(f"{rid}\t{part.name}\t{offset}\n")
-                    offset += len(raw)
+    out = Path(vecdir) / OFFSETS_FILE
+    write_offsets_table(part_files(vecdir), out)
     return out
+
+
+def write_offsets_table(parts: Sequence[str | os.PathLike], table: str | os.PathLike) -> int:
+    """Validate every document of ``parts`` and write ``id, part name, byte offset`` lines to ``table``.
+
+    Returns the number of documents. Errors name the file and line, as
+    :func:`iter_vectors` does.
+    """
+    count = 0
+    with open(table, "w", encoding="utf-8") as out:
+        for part in map(Path, parts):
+            lines = []
+            for _, offset, rid, _, _ in iter_vector_records(part):
+                lines.append(f"{rid}\t{part.name}\t{offset}\n")
+                if len(lines) >= 65536:
+                    out.write("".join(lines))
+                    count += len(lines)
+                    lines = []
+            out.write("".join(lines))
+            count += len(lines)
+    return count
 
 
 class VectorStore:

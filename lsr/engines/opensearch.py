@@ -59,7 +59,7 @@ from ..errors import EnvironmentProblem, IndexMismatchError, InputError
 from ..io import Hit
 from ..quantize import Quantizer
 from ..sparse import SparseBatch
-from ..vectors import VectorDirInfo, parse_vector, part_files
+from ..vectors import VectorDirInfo, iter_vector_records, parse_vector, part_files
 from . import InsertReport
 
 ENGINES = ("opensearch", "elasticsearch")
@@ -246,14 +246,9 @@ def write_bulk(
 
 def _iter_documents(path: Path) -> Iterator[tuple[str, dict[str, int], str | None]]:
     """``(id, {token: int}, contents)`` of one vector file, validated as :func:`lsr.vectors.iter_vectors` does."""
-    from ..io import iter_jsonl
-
-    for n, obj in iter_jsonl(path):
-        rid = obj.get("id")
-        if not isinstance(rid, str) or not rid or any(c.isspace() for c in rid):
-            raise InputError(f"{path}:{n}: 'id' must be a non-empty string without whitespace, got {rid!r}")
+    for _, _, rid, vec, obj in iter_vector_records(path):
         contents = obj.get("contents")
-        yield rid, parse_vector(path, n, obj), contents if isinstance(contents, str) and contents else None
+        yield rid, vec, contents if isinstance(contents, str) and contents else None
 
 
 # ------------------------------------------------------------------- queries
