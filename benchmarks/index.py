@@ -15,8 +15,8 @@ over a 30,522-token vocabulary, weights 1..255), generated in memory first.
   pre-written JSONL files.
 
 Memory: a child process streams ``--rss-docs`` documents (generated in chunks
-of 10,000) through ``VectorWriter`` and reports its peak resident set size
-(``ru_maxrss``); a second child does the same with 1% of the documents, so the
+of 10,000) through ``VectorWriter`` and reports its own peak resident set size
+(``VmHWM``); a second child does the same with 1% of the documents, so the
 difference shows what grows with the corpus.
 
 JSON keys: ``export_docs_per_s``, ``index_docs_per_s``, ``export_plus_index_docs_per_s``,
@@ -58,7 +58,27 @@ def export_child(n: int, out: str, terms: int, vocab_size: int, seed: int) -> No
             m = min(CHUNK, n - start)
             indptr, indices, values = random_sparse_rows(m, terms, vocab_size, 255, seed=seed + start)
             w.write(SparseBatch(indptr, indices, values, vocab, tuple(f"d{start + i}" for i in range(m))))
-    print(f"{time.perf_counter() - t:.6f}")
+    print(f"{time.perf_counter() - t:.6f} {_own_peak_rss_kb()}")
+
+
+def _own_peak_rss_kb() -> int:
+    """This process's peak resident set (kB) since it started its program.
+
+    ``/proc/self/status`` VmHWM belongs to the current program only; the
+    ``ru_maxrss`` that ``wait4`` reports also keeps the parent's peak when the
+    child was started with vfork (as ``subprocess`` does), which inflates the
+    figure when the parent is large (a test run that has loaded models).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux reports kilobytes
 
 
 def measure_rss(n: int, out: Path, terms: int, vocab_size: int, seed: int) -> tuple[float, float]:
@@ -69,13 +89,11 @@ def measure_rss(n: int, out: Path, terms: int, vocab_size: int, seed: int) -> tu
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    stdout, stderr = proc.stdout.read(), proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    stdout, stderr = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"export child failed ({proc.returncode}): {stderr.decode(errors='replace')[-2000:]}")
-    seconds = float(stdout.decode().strip().splitlines()[-1])
-    return usage.ru_maxrss / 1024.0, seconds  # Linux reports kilobytes
+    seconds, peak_kb = stdout.decode().strip().splitlines()[-1].split()
+    return int(peak_kb) / 1024.0, float(seconds)
 
 
 def bare_index_collection(input_dir: Path, index_dir: Path, threads: int) -> None:
