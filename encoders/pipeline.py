@@ -73,11 +73,11 @@ def record_inputs(encoder, records: Sequence[Record]) -> list:
     if not with_image:
         return [r.text for r in records]
     if not getattr(encoder, "takes_images", False):
-        r = with_image[0]
-        where = f" (line {r.line})" if r.line else ""
-        raise InputError(f"record {r.id!r}{where} and {len(with_image) - 1} more have an 'image', but "
-                         f"{encoder.name!r} encodes text only; use a STAIR model directory, or drop the 'image' "
-                         "fields")
+        r, more = with_image[0], len(with_image) - 1
+        which = f"record {r.id!r}" + (f" (line {r.line})" if r.line else "") + \
+            (f" and {more} more have" if more else " has")
+        raise InputError(f"{which} an 'image', but {encoder.name!r} encodes text only; use a STAIR model "
+                         "directory, or drop the 'image' fields")
     from lsr.inputs import Input
 
     return [Input(text=r.text, image=r.image) if r.image is not None else r.text for r in records]

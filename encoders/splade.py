@@ -295,7 +295,7 @@ class SpladeEncoder(EncodeAll):
         The batch is padded on the device, so nothing is copied per batch.
         """
         if self.pad_multiple:
-            width = min(-(-width // self.pad_multiple) * self.pad_multiple, max(width, self.max_length))
+            width = min(-(-width // self.pad_multiple) * self.pad_multiple, self.max_length)  # never past it
         if self._positions is None or len(self._positions) < width or self._positions.device != flat.device:
             self._positions = torch.arange(max(width, self.max_length), device=flat.device)
         pos = self._positions[:width]

@@ -843,5 +843,5 @@ def encode_inputs_to_dir(encoder: StairEncoder, inputs: Sequence[Input | str], i
         contents = [x.text if x.has_text else (str(x.image) if isinstance(x.image, (str, os.PathLike)) else "")
                     for x in inputs]
     return encode_items_to_dir(encoder, inputs, ids, vecdir, quantizer, role=role, overwrite=overwrite,
-                               contents=contents, empty=[False] * len(inputs), chunk_size=chunk_size,
+                               contents=contents, chunk_size=chunk_size,
                                writer="inline", extra={"kind": "stair"})
