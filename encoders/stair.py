@@ -42,6 +42,7 @@ from lsr.pooling import log_saturation, splade_pool
 from lsr.sparse import SparseBatch, max_fuse
 
 from .registry import STAIR_MARKER, resolve
+from .towers import TimmTower, build_timm_tower, is_timm_tower
 from .splade import EncodeAll, EncodeStats, SpladeEncoder, load_masked_lm, pick_device, pick_dtype
 
 FORMAT = "lsr-stair/1"
@@ -105,14 +106,21 @@ def build_image_tower(image_model: str, pretrained: str | None = None,
                       image_config: dict | None = None) -> tuple[nn.Module, dict, dict]:
     """An open_clip image tower: ``(visual module, open_clip model config, preprocessing config)``.
 
-    ``image_model`` is any open_clip model name (``open_clip.list_models()``)
-    or a name from :data:`TINY_IMAGE_CONFIGS`; ``image_config`` registers a
+    ``image_model`` is any open_clip model name (``open_clip.list_models()``),
+    a name from :data:`TINY_IMAGE_CONFIGS`, ``timm:NAME`` for any timm model, or
+    a tower alias of :mod:`encoders.towers` (``efficientnet-lite0``: ImageNet
+    weights that install from the package registry); ``image_config`` registers a
     custom config under that name first. ``pretrained`` is ``None`` (random
     initialisation), an open_clip tag such as ``"laion2b_s34b_b88k"``
     (downloaded by open_clip; needs network access or its cache) or a local
     checkpoint file (a full open_clip state dict, or the image tower alone,
     with or without the ``visual.`` prefix).
     """
+    if is_timm_tower(image_model):
+        if image_config is not None:
+            raise InputError(f"image_config applies to open_clip models, not to {image_model!r}")
+        tower = build_timm_tower(image_model, pretrained)
+        return tower, {"timm_model": tower.model_name}, tower.preprocess_config()
     open_clip = _open_clip()
     if image_config is not None:
         register_image_config(image_model, image_config)
@@ -200,18 +208,43 @@ def _first_line(e: Exception) -> str:
 class TokenHead(nn.Module):
     """Dense -> GELU -> LayerNorm -> projection to the vocabulary (the shape of BERT's MLM head)."""
 
-    def __init__(self, in_dim: int, hidden: int, vocab_size: int, eps: float = 1e-12):
+    def __init__(self, in_dim: int, hidden: int, vocab_size: int, eps: float = 1e-12,
+                 out_ids: Sequence[int] | None = None):
         super().__init__()
+        self.vocab_size = vocab_size
         self.dense = nn.Linear(in_dim, hidden)
         self.act = nn.GELU()
         self.norm = nn.LayerNorm(hidden, eps=eps)
-        self.decoder = nn.Linear(hidden, vocab_size)
+        if out_ids is not None:
+            ids = torch.as_tensor(sorted(set(int(i) for i in out_ids)), dtype=torch.long)
+            if len(ids) == 0 or int(ids[0]) < 0 or int(ids[-1]) >= vocab_size:
+                raise InputError(f"head vocabulary: token ids must lie in [0, {vocab_size}) and not be empty")
+            self.register_buffer("out_ids", ids)
+        else:
+            self.out_ids = None
+        self.decoder = nn.Linear(hidden, vocab_size if out_ids is None else len(self.out_ids))
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.act(self.dense(x)))
 
+    def expand(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits over the head's own word pieces ``[..., n]`` to the whole vocabulary ``[..., vocab]``.
+
+        A head restricted to some word pieces (``out_ids``, e.g. those that occur
+        in the training captions) gives every other word piece logit 0, which
+        is weight 0 after ``log(1 + relu(.))``.
+        """
+        if self.out_ids is None:
+            return x
+        out = x.new_zeros(*x.shape[:-1], self.vocab_size)
+        return out.index_copy(x.dim() - 1, self.out_ids, x)
+
+    def pooled(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``max`` over positions of the logits of transformed features ``[batch, positions, hidden]``."""
+        return self.expand(max_projection(hidden, self.decoder.weight, self.decoder.bias))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.transform(x))
+        return self.expand(self.decoder(self.transform(x)))
 
     @torch.no_grad()
     def init_from_mlm(self, text_model: nn.Module) -> list[str]:
@@ -251,6 +284,8 @@ class StairModel(nn.Module):
 
     def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         """Final hidden states at every image token position, ``[batch, positions, width]``."""
+        if isinstance(self.visual, TimmTower):
+            return self.visual.tokens(pixels)
         fmt = "NLC" if hasattr(self.visual, "class_embedding") else "NCHW"
         out = self.visual.forward_intermediates(pixels, indices=1, normalize_intermediates=True,
                                                 intermediates_only=True, output_fmt=fmt, output_extra_tokens=True)
@@ -272,8 +307,7 @@ class StairModel(nn.Module):
         The same numbers as ``image_logits(pixels).amax(dim=1)``, computed by
         :func:`max_projection` without materialising every position's logits.
         """
-        hidden = self.head.transform(self.image_tokens(pixels))
-        return max_projection(hidden, self.head.decoder.weight, self.head.decoder.bias)
+        return self.head.pooled(self.head.transform(self.image_tokens(pixels)))
 
     def text_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.text(input_ids=input_ids, attention_mask=attention_mask).logits
@@ -301,6 +335,12 @@ class StairEncoder(EncodeAll):
 
     ``text_expansion=False`` restricts text vectors to the word pieces that
     occur in the text (what stage 1 of STAIR training optimises).
+    ``head_vocab`` (token ids) restricts the image head to those word pieces,
+    e.g. the ones that occur in the training captions: the projection, the
+    costliest part of the head, shrinks accordingly.
+
+    On a frozen tower, :meth:`use_features` reads tower features computed once
+    (:class:`encoders.features.TowerFeatures`) instead of running the tower.
     """
 
     kind = "stair"
@@ -315,6 +355,7 @@ class StairEncoder(EncodeAll):
         image_config: dict | None = None,
         text_model: str = "splade-tiny",
         head_init: str = "random",
+        head_vocab: Sequence[int] | None = None,
         text_expansion: bool = True,
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
@@ -340,7 +381,7 @@ class StairEncoder(EncodeAll):
             if max_length is not None:
                 self.max_length = max_length
         else:
-            self._create(image_model, pretrained, image_config, text_model, head_init)
+            self._create(image_model, pretrained, image_config, text_model, head_init, head_vocab)
             self.name = f"stair:{image_model}+{text_model}"
             self.text_expansion = bool(text_expansion)
             self.max_length = max_length or 256
@@ -349,7 +390,7 @@ class StairEncoder(EncodeAll):
         self.last_stats = EncodeStats()
 
     # ------------------------------------------------------------ building
-    def _create(self, image_model, pretrained, image_config, text_model, head_init) -> None:
+    def _create(self, image_model, pretrained, image_config, text_model, head_init, head_vocab=None) -> None:
         visual, cfg, preprocess = build_image_tower(image_model, pretrained, image_config)
         tokenizer, text = load_masked_lm(text_model, torch.float32, what="text model")
         self.tokenizer = tokenizer
@@ -357,7 +398,7 @@ class StairEncoder(EncodeAll):
         dense, norm, decoder = _mlm_head_parts(text)
         hidden = decoder.weight.shape[1]
         eps = getattr(norm, "eps", 1e-12) if norm is not None else 1e-12
-        head = TokenHead(width, hidden, decoder.weight.shape[0], eps)
+        head = TokenHead(width, hidden, decoder.weight.shape[0], eps, head_vocab)
         if head_init == "mlm":
             self.head_copied = head.init_from_mlm(text)
         elif head_init == "random":
@@ -374,6 +415,7 @@ class StairEncoder(EncodeAll):
             "image_width": width,
             "head_hidden": hidden,
             "head_eps": eps,
+            "head_vocab": None if head.out_ids is None else head.out_ids.tolist(),
             "text_model": text_model,
         }
 
@@ -391,13 +433,16 @@ class StairEncoder(EncodeAll):
             image_model = config["image_model"]
         except (OSError, ValueError, KeyError, UnicodeDecodeError) as e:
             raise InputError(f"{marker}: not a readable STAIR configuration ({e})") from None
-        open_clip = _open_clip()
-        cfg = config.get("image_config")
-        if image_model not in open_clip.list_models():
-            register_image_config(image_model, cfg)
-        elif open_clip.get_model_config(image_model) != cfg:  # a different model under a known name
-            image_model = register_image_config(f"{image_model}-{_short_hash(cfg)}", cfg)
-        visual = _random_init(image_model).visual
+        cfg = config.get("image_config") or {}
+        if "timm_model" in cfg:
+            visual = TimmTower(cfg["timm_model"])
+        else:
+            open_clip = _open_clip()
+            if image_model not in open_clip.list_models():
+                register_image_config(image_model, cfg)
+            elif open_clip.get_model_config(image_model) != cfg:  # a different model under a known name
+                image_model = register_image_config(f"{image_model}-{_short_hash(cfg)}", cfg)
+            visual = _random_init(image_model).visual
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path / TEXT_DIR))
             text = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(str(path / TEXT_DIR)))
@@ -405,7 +450,7 @@ class StairEncoder(EncodeAll):
             raise InputError(f"{path / TEXT_DIR}: the text model's config or tokenizer is missing ({e})") from None
         vocab_size = text.get_output_embeddings().weight.shape[0]
         head = TokenHead(int(config["image_width"]), int(config["head_hidden"]), vocab_size,
-                         float(config.get("head_eps", 1e-12)))
+                         float(config.get("head_eps", 1e-12)), config.get("head_vocab"))
         self.model = StairModel(visual, head, text)
         weights = path / WEIGHTS_FILE
         if not weights.is_file():
@@ -538,21 +583,26 @@ class StairEncoder(EncodeAll):
             batches = [[inputs[i].image for i in rows[s:s + self.batch_size]]
                        for s in range(0, len(rows), self.batch_size)]
             got = []
+            features = getattr(self, "features", None)
+            if features is not None and features.covers([inputs[i].image for i in rows]):
+                got = self._cached_image_batches([inputs[i].image for i in rows])
+                batches = []
             # the next batch is loaded and stacked on the CPU while the model runs on the current one, and
             # a batch's vectors are copied to the host only after the next batch is launched, so an
             # accelerator always has work queued while the host waits for a result
-            with ThreadPoolExecutor(max_workers=1) as ahead:
-                job = ahead.submit(self._prepare, batches[0])
-                in_flight = None
-                for k in range(len(batches)):
-                    prepared = job.result()
-                    if k + 1 < len(batches):
-                        job = ahead.submit(self._prepare, batches[k + 1])
-                    launched = self._launch_image_batch(prepared)
-                    if in_flight is not None:
-                        got.append(SparseBatch.from_torch(in_flight, self.vocab))
-                    in_flight = launched
-                got.append(SparseBatch.from_torch(in_flight, self.vocab))
+            if batches:
+                with ThreadPoolExecutor(max_workers=1) as ahead:
+                    job = ahead.submit(self._prepare, batches[0])
+                    in_flight = None
+                    for k in range(len(batches)):
+                        prepared = job.result()
+                        if k + 1 < len(batches):
+                            job = ahead.submit(self._prepare, batches[k + 1])
+                        launched = self._launch_image_batch(prepared)
+                        if in_flight is not None:
+                            got.append(SparseBatch.from_torch(in_flight, self.vocab))
+                        in_flight = launched
+                    got.append(SparseBatch.from_torch(in_flight, self.vocab))
             image_part = _scatter_rows(SparseBatch.concat(got), np.asarray(rows), n)
         parts = [p for p in (text_part, image_part) if p is not None]
         if not parts:
@@ -570,6 +620,16 @@ class StairEncoder(EncodeAll):
             if e > s and toks:
                 keep[s:e] = np.isin(batch.indices[s:e], np.asarray(toks))
         return batch._replace_values(keep)
+
+    @torch.inference_mode()
+    def _cached_image_batches(self, images: list) -> list[SparseBatch]:
+        got = []
+        for s in range(0, len(images), self.batch_size):
+            pooled = log_saturation(self._image_pooled_logits(images[s:s + self.batch_size]).float())
+            if self._excluded.numel():
+                pooled[:, self._excluded] = 0.0
+            got.append(SparseBatch.from_torch(pooled, self.vocab))
+        return got
 
     @torch.inference_mode()
     def _launch_image_batch(self, prepared: "_Prepared") -> torch.Tensor:
@@ -662,14 +722,48 @@ class StairEncoder(EncodeAll):
                 vec = vec * present
             parts.append(_scatter_dense(vec, text_rows, n))
         if image_rows:
-            pixels = self.pixels([inputs[i].image for i in image_rows], self.device)
-            vec = log_saturation(self.model.image_pooled_logits(pixels).float())
+            vec = log_saturation(self._image_pooled_logits([inputs[i].image for i in image_rows]).float())
             if self._excluded.numel():
                 vec = vec.index_fill(1, self._excluded, 0.0)
             parts.append(_scatter_dense(vec, image_rows, n))
         if not parts:
             return torch.zeros(n, vsize, device=self.device)
         return parts[0] if len(parts) == 1 else torch.maximum(parts[0], parts[1])
+
+    # ------------------------------------------------------ frozen tower
+    def tower_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The image tower's token features ``[batch, positions, width]`` (before the token head)."""
+        return self.model.image_tokens(pixels)
+
+    def tower_fingerprint(self) -> str:
+        from .towers import tower_fingerprint
+
+        return tower_fingerprint(self.model.visual, self.config.get("preprocess"))
+
+    def tower_modules(self) -> list[nn.Module]:
+        return [self.model.visual]
+
+    def compute_features(self, images: Sequence[str], cache_dir: str | os.PathLike, progress: bool = True):
+        """Tower features of ``images``, from ``cache_dir`` or computed once and saved there."""
+        from .features import TowerFeatures
+
+        return TowerFeatures.compute(self, images, cache_dir, batch_size=self.batch_size, progress=progress)
+
+    def use_features(self, features) -> None:
+        """Read tower features of cached images from ``features`` (:class:`encoders.features.TowerFeatures`)
+        instead of running the tower; ``None`` stops. Only valid while the tower's weights stay as they are."""
+        if features is not None and features.fingerprint != self.tower_fingerprint():
+            raise InputError(f"{features.path}: these features come from another image tower; recompute them")
+        self.features = features
+
+    def _image_pooled_logits(self, images: Sequence[Any]) -> torch.Tensor:
+        """Max over positions of the token logits, ``[n, vocab]``; tower features from the cache when it has them."""
+        features = getattr(self, "features", None)
+        tower_frozen = not any(p.requires_grad and torch.is_grad_enabled() for p in self.model.visual.parameters())
+        if features is not None and tower_frozen and features.covers(images):
+            tokens = features.lookup(images, self.device).to(self.dtype)
+            return self.model.head.pooled(self.model.head.transform(tokens))
+        return self.model.image_pooled_logits(self.pixels(images, self.device).to(self.dtype))
 
     def __repr__(self) -> str:
         return f"StairEncoder({self.name!r}, device={self.device}, dtype={self.dtype})"
@@ -706,6 +800,23 @@ def _inputs_or_empty(items) -> list[Input | None]:
     kept = as_inputs([x for x, b in zip(items, blank) if not b])
     it = iter(kept)
     return [None if b else next(it) for b in blank]
+
+
+def caption_vocabulary(text_model: str, texts: Sequence[str]) -> list[int]:
+    """Ids of the word pieces (special tokens aside) that occur in ``texts`` under ``text_model``'s tokenizer."""
+    from transformers import AutoTokenizer
+
+    loc = resolve(text_model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(loc.source, local_files_only=loc.is_local)
+    except (OSError, ValueError) as e:
+        raise EnvironmentProblem(f"cannot load the tokenizer of {text_model!r} ({_first_line(e)})") from None
+    special = set(tokenizer.all_special_ids)
+    seen: set[int] = set()
+    for s in range(0, len(texts), 4096):
+        for ids in tokenizer(list(texts[s:s + 4096]), add_special_tokens=False)["input_ids"]:
+            seen.update(ids)
+    return sorted(seen - special)
 
 
 def _short_hash(obj) -> str:

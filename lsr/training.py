@@ -7,6 +7,8 @@ The loop works on any model object that offers (see :class:`encoders.stair.Stair
     model.image_modules(), model.text_modules() -> lists of torch modules
     model.forward_inputs(inputs, mask_text_to_input=bool) -> [batch, vocab] tensor with autograd
     model.save(directory, extra=dict), model.load_weights(directory)
+    optional, for ``freeze_tower``: model.tower_modules(), model.compute_features(images, cache_dir),
+    model.use_features(features or None)
 
 STAIR's three stages (Chen et al., 2023):
 
@@ -77,6 +79,9 @@ class TrainConfig:
     pretrained: str | None = None  # open_clip tag or local checkpoint file; None = random init
     text_model: str = "splade-tiny"
     max_length: int = 64  # word pieces per text
+    head_vocab: str = "all"  # image head over "all" word pieces, or only those in the training "captions"
+    freeze_tower: bool = False  # keep the image tower fixed (LiT); its features are computed once and cached
+    feature_cache: str | None = None  # directory of cached tower features (default ~/.cache/lsr/features)
     # optimisation
     output_dir: str = "stair-run"
     stage: int = 1
@@ -117,6 +122,8 @@ class TrainConfig:
         for name in ("warmup_steps", "lambda_warmup_steps", "save_every", "keep_checkpoints", "cache_frozen"):
             if int(getattr(self, name)) < 0:
                 raise InputError(f"{name} must be non-negative, got {getattr(self, name)!r}")
+        if self.head_vocab not in ("all", "captions"):
+            raise InputError(f"head_vocab must be 'all' or 'captions', not {self.head_vocab!r}")
         if self.lr_schedule not in ("linear", "constant"):
             raise InputError(f"lr_schedule must be 'linear' or 'constant', not {self.lr_schedule!r}")
 
@@ -160,7 +167,7 @@ class TrainConfig:
         # Relative paths are relative to the config file. model and pretrained may also be names
         # (an alias, an open_clip tag), so they are taken as paths only when the file exists.
         base = path.parent
-        for name in ("data", "candidates", "image_root", "output_dir", "model", "pretrained"):
+        for name in ("data", "candidates", "image_root", "output_dir", "model", "pretrained", "feature_cache"):
             value = getattr(cfg, name)
             if not value or os.path.isabs(os.path.expanduser(value)):
                 continue
@@ -324,7 +331,19 @@ def train(model, pairs: Sequence[Pair], config: TrainConfig) -> TrainResult:
     for name, params in groups.items():
         for p in params:
             p.requires_grad_(name in trained)
-    params = [p for name in trained for p in groups[name]]
+    tower = model.tower_modules() if config.freeze_tower and hasattr(model, "tower_modules") else []
+    fixed = {id(p) for m in tower for p in m.parameters()}
+    for m in tower:
+        m.requires_grad_(False)
+    params = [p for name in trained for p in groups[name] if id(p) not in fixed]
+    if not params:
+        raise InputError(f"stage {config.stage} with freeze_tower leaves nothing to train")
+    if tower and hasattr(model, "use_features"):
+        images = sorted({str(x.image) for p in pairs for x in (p.query, p.document)
+                         if x.image is not None and isinstance(x.image, (str, os.PathLike))})
+        if images:
+            cache_dir = config.feature_cache or os.path.join(os.path.expanduser("~"), ".cache", "lsr", "features")
+            model.use_features(model.compute_features(images, cache_dir, progress=config.progress))
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
 
     start = 0
@@ -346,7 +365,7 @@ def train(model, pairs: Sequence[Pair], config: TrainConfig) -> TrainResult:
         return TrainResult(out / "final", start, last, 0.0)
 
     for m in model.image_modules():
-        m.train("image" in trained)
+        m.train("image" in trained and m not in tower)
     for m in model.text_modules():
         m.train("text" in trained)
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if config.bf16
@@ -420,6 +439,8 @@ def train(model, pairs: Sequence[Pair], config: TrainConfig) -> TrainResult:
         for params_ in groups.values():
             for p in params_:
                 p.requires_grad_(True)
+        if tower and hasattr(model, "use_features"):
+            model.use_features(None)
     return TrainResult(final, config.steps, last, time.perf_counter() - t0)
 
 

@@ -5,6 +5,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CRANFIELD = Path(os.environ.get("LSR_CRANFIELD", REPO.parent / "shared" / "data" / "cranfield"))
+FLICKR8K = Path(os.environ.get("LSR_FLICKR8K", REPO.parent / "shared" / "data" / "flickr8k"))
 
 
 @pytest.fixture(scope="session")
@@ -12,6 +13,14 @@ def cranfield() -> Path:
     if not (CRANFIELD / "corpus.jsonl").is_file():
         pytest.fail(f"Cranfield data not found at {CRANFIELD}; set LSR_CRANFIELD")
     return CRANFIELD
+
+
+@pytest.fixture(scope="session")
+def flickr8k() -> Path:
+    """Real Flickr8k photographs and captions (research use only; never copied into the project)."""
+    if not (FLICKR8K / "captions_dev.jsonl").is_file():
+        pytest.fail(f"Flickr8k data not found at {FLICKR8K}; set LSR_FLICKR8K")
+    return FLICKR8K
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,7 @@ def cmd_train(args) -> int:
         raise InputError(f"{args.config}: no training data (set data = ... or pass --data)")
     pairs = read_pairs(config.data, config.data_format, config.split, config.candidates, config.image_root,
                        config.instruction)
-    encoder = build_encoder(config)
+    encoder = build_encoder(config, pairs)
     print(f"training stage {config.stage} on {len(pairs)} pairs for {config.steps} steps "
           f"(batch {config.batch_size}, device {encoder.device}, bf16 {config.bf16}) -> {config.output_dir}")
     result = train(encoder, pairs, config)
@@ -62,11 +62,23 @@ def cmd_train(args) -> int:
     return 0
 
 
-def build_encoder(config):
-    """The STAIR encoder a config names: a saved directory, or a new model from image_model / text_model."""
-    from encoders.stair import StairEncoder
+def build_encoder(config, pairs=None):
+    """The STAIR encoder a config names: a saved directory, or a new model from image_model / text_model.
+
+    With ``head_vocab = "captions"`` a new model's image head covers only the
+    word pieces that occur in the texts of ``pairs``.
+    """
+    from encoders.stair import StairEncoder, caption_vocabulary
 
     if config.model:
         return StairEncoder(config.model, device="cpu", dtype="float32", max_length=config.max_length)
+    head_vocab = None
+    if config.head_vocab == "captions":
+        if not pairs:
+            from lsr.errors import InputError
+
+            raise InputError("head_vocab = 'captions' needs the training pairs")
+        head_vocab = caption_vocabulary(config.text_model, [x.text_with_instruction() for p in pairs
+                                                            for x in (p.query, p.document) if x.has_text])
     return StairEncoder(image_model=config.image_model, pretrained=config.pretrained, text_model=config.text_model,
-                        device="cpu", dtype="float32", max_length=config.max_length)
+                        device="cpu", dtype="float32", max_length=config.max_length, head_vocab=head_vocab)

@@ -1,0 +1,254 @@
+"""Text <-> image retrieval on real photographs: Flickr8k, trained on frozen offline towers.
+
+Trains, on the official train split (6,000 images x 5 captions), with the
+ImageNet EfficientNet-Lite0 tower frozen and its features cached once:
+
+* ``stair``: the STAIR sparse encoder (token head over the tower's 7x7 feature
+  map, max over positions; SPLADE-tiny text side): stage 1 trains the head
+  against caption vectors masked to their own word pieces, stage 2 trains the
+  text side against the frozen image vectors;
+* ``dense``: :class:`encoders.image_text.TowerEmbedder` (pooled tower features
+  and all-MiniLM-L6-v2 with learned linear projections).
+
+Then evaluates on ``--eval`` (default: the dev split) in the standard protocol,
+both ways, Recall@1/5/10: ``stair`` through real Lucene impact indexes (one of
+images, one of captions), ``dense`` by exhaustive cosine, ``hybrid`` = STAIR's
+top ``--k0`` from Lucene reranked by fusing with the dense scores
+(min-max interpolation, alpha 0.5, fixed in advance).
+
+    python -m benchmarks.flickr8k --data ../shared/data/flickr8k --json OUT [--eval FILE] [--quick]
+
+Progress goes to stderr (log lines when it is not a terminal); the table to
+stdout. Tower features are cached in ``--cache`` (default ~/.cache/lsr/features).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import describe, machine
+
+DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "lsr", "features")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def train_stair(train, args, workdir: Path):
+    from encoders.stair import StairEncoder, caption_vocabulary
+    from lsr.training import TrainConfig, train as run_training
+
+    head_vocab = caption_vocabulary(args.text_model, train.captions) if args.head_vocab == "captions" else None
+    enc = StairEncoder(image_model=args.tower, text_model=args.text_model, max_length=64, head_vocab=head_vocab,
+                       device="cpu", dtype="float32")
+    pairs = train.pairs()
+    base = TrainConfig(stage=1, steps=args.steps1, batch_size=args.batch_size, learning_rate=args.lr1,
+                       temperature=args.temperature, lambda_d=args.lambda_d, lambda_q=0.0,
+                       lambda_warmup_steps=args.steps1 // 3, freeze_tower=True, feature_cache=args.cache,
+                       output_dir=str(workdir / "stair-stage1"), log_every=20, seed=args.seed, progress=True,
+                       max_length=64)
+    t0 = time.perf_counter()
+    log(f"STAIR stage 1: token head on {len(pairs)} captions, tower frozen, {args.steps1} steps")
+    run_training(enc, pairs, base)
+    if args.steps2:
+        log(f"STAIR stage 2: text side, image side frozen, {args.steps2} steps")
+        run_training(enc, pairs, base.replace(stage=2, steps=args.steps2, learning_rate=args.lr2,
+                                              lambda_q=args.lambda_q, lambda_warmup_steps=args.steps2 // 3,
+                                              output_dir=str(workdir / "stair-stage2")))
+    return enc, time.perf_counter() - t0
+
+
+def stair_runs(enc, ev, workdir: Path, k: int):
+    """Text->image and image->text runs of the STAIR model through Lucene impact indexes."""
+    from anserini_bridge.index import build_index
+    from anserini_bridge.search import ImpactSearcher
+    from encoders.stair import encode_inputs_to_dir
+    from lsr.inputs import Input
+    from lsr.vectors import read_query_vectors
+
+    img_dir, cap_dir = workdir / "vec-images", workdir / "vec-captions"
+    log(f"encoding {len(ev.images)} images and {len(ev.captions)} captions")
+    encode_inputs_to_dir(enc, [Input(image=p) for p in ev.images], ev.image_ids, img_dir, overwrite=True)
+    encode_inputs_to_dir(enc, ev.captions, ev.caption_ids, cap_dir, overwrite=True)
+    build_index(img_dir, workdir / "idx-images", overwrite=True, progress=False)
+    build_index(cap_dir, workdir / "idx-captions", overwrite=True, progress=False)
+    img_vecs = dict(zip(*read_query_vectors(img_dir)[:2]))
+    cap_vecs = dict(zip(*read_query_vectors(cap_dir)[:2]))
+    with ImpactSearcher(workdir / "idx-images") as s:
+        t2i = s.batch_search([cap_vecs.get(c, {}) for c in ev.caption_ids], ev.caption_ids, k=k)
+    with ImpactSearcher(workdir / "idx-captions") as s:
+        i2t = s.batch_search([img_vecs.get(i, {}) for i in ev.image_ids], ev.image_ids, k=k)
+    nnz = {"nnz_per_image": round(float(np.mean([len(img_vecs.get(i, {})) for i in ev.image_ids])), 1),
+           "nnz_per_caption": round(float(np.mean([len(cap_vecs.get(c, {})) for c in ev.caption_ids])), 1)}
+    return t2i, i2t, nnz
+
+
+def top_tokens(enc, images, n_tokens: int = 6) -> list[dict]:
+    from lsr.explain import decode
+    from lsr.inputs import Input
+
+    vecs = enc.encode_documents([Input(image=p) for p in images])
+    out = []
+    for i, p in enumerate(images):
+        toks = decode(vecs, top_k=n_tokens, row=i)
+        out.append({"image": Path(p).name, "tokens": [[t.token, round(t.weight, 2)] for t in toks]})
+    return out
+
+
+def recalls(t2i, i2t, ev) -> dict:
+    from lsr.captions import image_to_text_recall, text_to_image_recall
+
+    return {"t2i": text_to_image_recall(t2i, ev), "i2t": image_to_text_recall(i2t, ev)}
+
+
+def ids_only(run: dict) -> dict[str, list[str]]:
+    return {q: [h.docid if hasattr(h, "docid") else h for h in hits] for q, hits in run.items()}
+
+
+def hybrid_run(first: dict, query_vecs: np.ndarray, qids, cand_vecs: np.ndarray, cand_ids, alpha: float, k: int):
+    """Rerank each query's first-stage candidates by min-max interpolation with the dense cosine."""
+    from lsr.fusion import interpolate
+
+    row = {c: i for i, c in enumerate(cand_ids)}
+    dense = {}
+    for qi, q in enumerate(qids):
+        cands = [h.docid for h in first.get(q, [])]
+        if cands:
+            scores = cand_vecs[[row[c] for c in cands]] @ query_vecs[qi]
+            dense[q] = dict(zip(cands, map(float, scores)))
+    sparse = {q: {h.docid: h.score for h in hits} for q, hits in first.items()}
+    fused = interpolate([sparse, dense], alpha=alpha, norm="minmax", depth=k)
+    return ids_only(fused)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=os.environ.get("LSR_FLICKR8K", "../shared/data/flickr8k"),
+                    help="Flickr8k folder with captions_train.jsonl (and captions_dev.jsonl)")
+    ap.add_argument("--eval", help="captions JSONL to evaluate on (default: DATA/captions_dev.jsonl)")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--quick", action="store_true", help="a small run: 300 train images, 100 eval images, few steps")
+    ap.add_argument("--train-images", type=int, help="use only the first N train images")
+    ap.add_argument("--eval-images", type=int, help="use only the first N eval images")
+    ap.add_argument("--cache", default=DEFAULT_CACHE, help="tower feature cache directory")
+    ap.add_argument("--workdir", help="keep models, vectors and indexes here (default: a temporary directory)")
+    ap.add_argument("--tower", default="efficientnet-lite0")
+    ap.add_argument("--text-model", default="splade-tiny")
+    ap.add_argument("--dense-text", default="minilm")
+    ap.add_argument("--steps1", type=int, default=None, help="STAIR stage 1 steps")
+    ap.add_argument("--steps2", type=int, default=None, help="STAIR stage 2 steps (0: skip)")
+    ap.add_argument("--dense-steps", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr1", type=float, default=1e-3)
+    ap.add_argument("--lr2", type=float, default=5e-5)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--lambda-d", type=float, default=1e-3, help="FLOPs weight on image vectors")
+    ap.add_argument("--lambda-q", type=float, default=1e-3, help="FLOPs weight on caption vectors (stage 2)")
+    ap.add_argument("--head-vocab", choices=["captions", "all"], default="captions")
+    ap.add_argument("--k0", type=int, default=100, help="STAIR candidates reranked in the hybrid")
+    ap.add_argument("--alpha", type=float, default=0.5, help="hybrid: weight of the sparse score")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-dense", action="store_true")
+    args = ap.parse_args(argv)
+    if args.steps1 is None:
+        args.steps1 = 40 if args.quick else 400
+    if args.steps2 is None:
+        args.steps2 = 20 if args.quick else 150
+    if args.dense_steps is None:
+        args.dense_steps = 150 if args.quick else 1500
+    n_train = args.train_images or (300 if args.quick else None)
+    n_eval = args.eval_images or (100 if args.quick else None)
+
+    import torch
+
+    from lsr.captions import read_caption_jsonl
+    from lsr.errors import LsrError
+
+    torch.manual_seed(args.seed)
+    data = Path(args.data)
+    try:
+        train = read_caption_jsonl(data / "captions_train.jsonl")
+        ev = read_caption_jsonl(Path(args.eval) if args.eval else data / "captions_dev.jsonl")
+    except LsrError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if n_train:
+        train = train.head(n_train)
+    if n_eval:
+        ev = ev.head(n_eval)
+    log(f"train: {len(train.image_ids)} images, {len(train.captions)} captions; "
+        f"eval: {len(ev.image_ids)} images, {len(ev.captions)} captions")
+    t_start = time.perf_counter()
+    tmp = tempfile.TemporaryDirectory(prefix="lsr-flickr8k-") if not args.workdir else None
+    workdir = Path(args.workdir or tmp.name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    k = max(10, args.k0)
+    result: dict = {"eval_images": len(ev.image_ids), "eval_captions": len(ev.captions),
+                    "train_images": len(train.image_ids), "train_captions": len(train.captions),
+                    "settings": {k_: v for k_, v in vars(args).items() if k_ not in ("json",)}}
+
+    enc, seconds = train_stair(train, args, workdir)
+    enc.save(workdir / "stair-model")
+    enc.use_features(enc.compute_features(ev.images, args.cache))
+    t2i, i2t, nnz = stair_runs(enc, ev, workdir, k)
+    result["stair"] = {**recalls(ids_only(t2i), ids_only(i2t), ev), **nnz}
+    result["stair_examples"] = top_tokens(enc, ev.images[:5])
+    train_seconds = seconds
+
+    if not args.skip_dense:
+        from encoders.image_text import TowerEmbedder
+        from lsr.captions import rank_by_scores
+        from lsr.inputs import Input
+
+        dense = TowerEmbedder(image_tower=args.tower, text_model=args.dense_text, progress=True)
+        log(f"dense: projections on {len(train.captions)} captions, {args.dense_steps} steps")
+        t0 = time.perf_counter()
+        dense.fit(train.captions, [train.images[int(i)] for i in train.caption_image], steps=args.dense_steps,
+                  seed=args.seed, cache_dir=args.cache)
+        train_seconds += time.perf_counter() - t0
+        dense.save(workdir / "dense-model")
+        dense.use_features(dense.compute_features(ev.images, args.cache))
+        img = dense.encode_documents([Input(image=p) for p in ev.images])
+        cap = dense.encode_queries(ev.captions)
+        scores = cap @ img.T
+        result["dense"] = recalls(rank_by_scores(scores, ev.caption_ids, ev.image_ids, 10),
+                                  rank_by_scores(scores.T, ev.image_ids, ev.caption_ids, 10), ev)
+        result["hybrid"] = {
+            **recalls(hybrid_run(t2i, cap, ev.caption_ids, img, ev.image_ids, args.alpha, 10),
+                      hybrid_run(i2t, img, ev.image_ids, cap, ev.caption_ids, args.alpha, 10), ev),
+            "k0": args.k0, "alpha": args.alpha, "norm": "minmax"}
+    result["train_seconds"] = round(train_seconds, 1)
+    result["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    result["machine"] = machine()
+    result["workdir"] = str(workdir) if args.workdir else None
+
+    print(f"Flickr8k, {len(ev.image_ids)} eval images / {len(ev.captions)} captions; "
+          f"trained on {len(train.image_ids)} images ({describe(result['machine'])})")
+    print(f"{'system':8} {'t2i R@1':>8} {'R@5':>6} {'R@10':>6} {'i2t R@1':>8} {'R@5':>6} {'R@10':>6}")
+    for name in ("stair", "dense", "hybrid"):
+        if name in result:
+            a, b = result[name]["t2i"], result[name]["i2t"]
+            print(f"{name:8} {a['R@1']:8.3f} {a['R@5']:6.3f} {a['R@10']:6.3f} {b['R@1']:8.3f} {b['R@5']:6.3f} "
+                  f"{b['R@10']:6.3f}")
+    print(f"STAIR non-zeros: {result['stair']['nnz_per_image']} per image, "
+          f"{result['stair']['nnz_per_caption']} per caption; training {result['train_seconds']} s")
+    for ex in result["stair_examples"][:3]:
+        print(f"  {ex['image']}: " + ", ".join(f"{t} {w}" for t, w in ex["tokens"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
