@@ -59,12 +59,30 @@ def train_stair(train, args, workdir: Path):
     t0 = time.perf_counter()
     log(f"STAIR stage 1: token head on {len(pairs)} captions, tower frozen, {args.steps1} steps")
     run_training(enc, pairs, base)
+    negatives = mine(enc, train, args, workdir) if args.hard_negatives else None
     if args.steps2:
-        log(f"STAIR stage 2: text side, image side frozen, {args.steps2} steps")
+        log(f"STAIR stage 2: text side, image side frozen, {args.steps2} steps"
+            + (f", {args.hard_negatives} mined hard negatives per caption" if negatives else ""))
         run_training(enc, pairs, base.replace(stage=2, steps=args.steps2, learning_rate=args.lr2,
                                               lambda_q=args.lambda_q, lambda_warmup_steps=args.steps2 // 3,
-                                              output_dir=str(workdir / "stair-stage2")))
+                                              output_dir=str(workdir / "stair-stage2")), negatives=negatives)
     return enc, time.perf_counter() - t0
+
+
+def mine(enc, train, args, workdir: Path) -> dict:
+    """The top-ranked wrong training images of each training caption, from an impact index of the current model."""
+    from anserini_bridge.mining import mine_negatives
+    from lsr.inputs import Input
+
+    log(f"mining {args.hard_negatives} hard negatives per caption from an index of {len(train.images)} images")
+    enc.use_features(enc.compute_features(train.images, args.cache))
+    docs = enc.encode_documents([Input(image=p) for p in train.images], ids=train.image_ids)
+    queries = enc.encode_queries(train.captions, ids=train.caption_ids)
+    positives = {c: {train.image_ids[int(i)]} for c, i in zip(train.caption_ids, train.caption_image)}
+    found = mine_negatives(docs, queries, positives, k=args.hard_negatives, workdir=workdir)
+    enc.use_features(None)
+    by_id = {i: Input(image=p) for i, p in zip(train.image_ids, train.images)}
+    return {q: [(d, by_id[d]) for d in ds] for q, ds in found.items() if ds}
 
 
 def stair_runs(enc, ev, workdir: Path, k: int):
@@ -154,6 +172,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lambda-d", type=float, default=1e-3, help="FLOPs weight on image vectors")
     ap.add_argument("--lambda-q", type=float, default=1e-3, help="FLOPs weight on caption vectors (stage 2)")
     ap.add_argument("--head-vocab", choices=["captions", "all"], default="captions")
+    ap.add_argument("--hard-negatives", type=int, default=0,
+                    help="mine N wrong images per caption after stage 1 (Lucene index of the model) for stage 2")
     ap.add_argument("--k0", type=int, default=100, help="STAIR candidates reranked in the hybrid")
     ap.add_argument("--alpha", type=float, default=0.5, help="hybrid: weight of the sparse score")
     ap.add_argument("--seed", type=int, default=0)

@@ -300,5 +300,39 @@ def rank_by_scores(scores: np.ndarray, query_ids: Sequence[str], candidate_ids: 
     return out
 
 
-__all__ = ["RECALL_CUTOFFS", "CaptionSet", "image_to_text_recall", "rank_by_scores", "read_caption_jsonl",
+__all__ = ["RECALL_CUTOFFS", "CaptionSet", "image_to_text_recall", "rank_by_scores", "read_caption_jsonl", "write_beir",
            "read_captions", "read_flickr_tokens", "read_karpathy_json", "text_to_image_recall"]
+
+
+# ------------------------------------------------------------ BEIR layout
+def write_beir(captions: CaptionSet, out: str | os.PathLike, direction: str = "t2i", split: str = "test",
+               overwrite: bool = False) -> Path:
+    """Write a caption set as a BEIR-style directory that ``lsr encode/index/search/eval`` and ``lsr train`` read.
+
+    ``t2i``: the corpus holds the images (``{"_id", "image"}``), the queries the
+    captions, and qrels link each caption to its image. ``i2t``: the corpus
+    holds the captions, the queries the images, and qrels link each image to
+    its captions. Image paths are absolute. Recall@k of ``lsr eval`` on a
+    ``t2i`` directory is the protocol's text->image Recall@k (one relevant image
+    per caption); on ``i2t`` it counts every caption, so use
+    :func:`image_to_text_recall` for the protocol's image->text figure.
+    """
+    if direction not in ("t2i", "i2t"):
+        raise InputError(f"direction must be 't2i' or 'i2t', not {direction!r}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out} already exists and is not empty; choose another directory or pass overwrite")
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    images = [{"_id": i, "image": os.path.abspath(p)} for i, p in zip(captions.image_ids, captions.images)]
+    texts = [{"_id": c, "text": t} for c, t in zip(captions.caption_ids, captions.captions)]
+    corpus, queries = (images, texts) if direction == "t2i" else (texts, images)
+    for name, rows in (("corpus.jsonl", corpus), ("queries.jsonl", queries)):
+        with open(out / name, "w", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    with open(out / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        for c, i in zip(captions.caption_ids, captions.caption_image):
+            q, d = (c, captions.image_ids[int(i)]) if direction == "t2i" else (captions.image_ids[int(i)], c)
+            fh.write(f"{q}\t{d}\t1\n")
+    return out

@@ -6,6 +6,11 @@ BEIR-style directory (``lsr train`` data format ``beir``)::
     DIR/queries.jsonl    {"_id": str, "text"?: str, "image"?: path, "instruction"?: str}
     DIR/qrels/SPLIT.tsv  query-id, corpus-id, score (pairs with score > 0 are used)
 
+Captioned images (format ``captions``, see :mod:`lsr.captions`): a captions
+JSONL, a Flickr token file (``split`` the path of a split list) or a Karpathy
+JSON (``split`` a split name); captions are the queries, their images the
+documents.
+
 M-BEIR (format ``mbeir``): a query file with ``qid``, ``query_txt``,
 ``query_img_path``, ``pos_cand_list`` (and optionally ``instruction``) per line,
 and a candidate pool with ``did``, ``txt``, ``img_path`` per line.
@@ -181,11 +186,37 @@ def read_pairs(data: str | os.PathLike, data_format: str = "auto", split: str = 
     """Pairs from a BEIR-style directory or an M-BEIR query file (``data_format`` ``auto`` decides by the path)."""
     data = Path(data)
     if data_format == "auto":
-        data_format = "beir" if data.is_dir() else "mbeir"
+        data_format = "beir" if data.is_dir() else ("captions" if _looks_like_captions(data) else "mbeir")
+    if data_format == "captions":
+        from .captions import read_captions
+
+        split_arg: str | None = split
+        if data.suffix not in (".json", ".jsonl"):  # a token file: split is the path of a split list
+            if split and Path(split).is_file():
+                split_arg = split
+            elif split in (None, "", "train"):
+                split_arg = None  # the default split name: every captioned image of the file
+            else:
+                raise InputError(f"{data}: split {split!r} is not a split list file (e.g. Flickr_8k.trainImages.txt)")
+        return read_captions(data, split_arg, image_root, check_images).pairs()
     if data_format == "beir":
         return read_beir_pairs(data, split, image_root, instruction, check_images)
     if data_format == "mbeir":
         if candidates is None:
             raise InputError(f"{data}: M-BEIR data needs its candidate pool (candidates = path of the pool JSONL)")
         return read_mbeir_pairs(data, candidates, image_root, instruction, check_images)
-    raise InputError(f"data format must be 'auto', 'beir' or 'mbeir', not {data_format!r}")
+    raise InputError(f"data format must be 'auto', 'beir', 'mbeir' or 'captions', not {data_format!r}")
+
+
+def _looks_like_captions(path: Path) -> bool:
+    """A captions JSONL (``image`` + ``caption`` fields), a Karpathy JSON or a Flickr token file."""
+    if path.suffix == ".json":
+        return True
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = next((line for line in fh if line.strip()), "")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if path.suffix == ".jsonl":
+        return '"caption"' in first and '"image"' in first
+    return "\t" in first and "#" in first.split("\t", 1)[0]

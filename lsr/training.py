@@ -43,7 +43,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -68,8 +68,8 @@ class TrainConfig:
 
     # data
     data: str = ""  # BEIR-style directory, or an M-BEIR query JSONL
-    data_format: str = "auto"  # "auto", "beir" or "mbeir"
-    split: str = "train"  # BEIR qrels split
+    data_format: str = "auto"  # "auto", "beir", "mbeir" or "captions" (captions JSONL, token file, Karpathy JSON)
+    split: str = "train"  # BEIR qrels split; captions: a Karpathy split name or a Flickr split list file
     candidates: str | None = None  # M-BEIR candidate pool JSONL
     image_root: str | None = None  # base of relative image paths (default: the data file's directory)
     instruction: str | None = None  # prepended to query text when a query has none of its own
@@ -167,11 +167,12 @@ class TrainConfig:
         # Relative paths are relative to the config file. model and pretrained may also be names
         # (an alias, an open_clip tag), so they are taken as paths only when the file exists.
         base = path.parent
-        for name in ("data", "candidates", "image_root", "output_dir", "model", "pretrained", "feature_cache"):
+        for name in ("data", "candidates", "image_root", "output_dir", "model", "pretrained", "feature_cache",
+                     "split"):
             value = getattr(cfg, name)
             if not value or os.path.isabs(os.path.expanduser(value)):
                 continue
-            if name not in ("model", "pretrained") or (base / value).exists():
+            if name not in ("model", "pretrained", "split") or (base / value).exists():
                 setattr(cfg, name, str(base / value))
         return cfg
 
@@ -314,8 +315,36 @@ class TrainResult:
     seconds: float
 
 
-def train(model, pairs: Sequence[Pair], config: TrainConfig) -> TrainResult:
-    """Train ``model`` on ``pairs`` for ``config.steps`` steps of ``config.stage``; returns where it saved."""
+def negatives_for_batch(batch: Sequence[Pair], negatives: Mapping[str, Sequence], seed: int, step: int):
+    """One hard negative per pair of the batch that has any (seeded choice): ``(inputs, mask)`` or ``None``.
+
+    ``negatives`` maps a query id to ``(doc_id, Input)`` pairs, e.g. the top-ranked
+    wrong documents of that query in an index of the current model. ``mask[i, j]``
+    is true when negative ``j`` is a match of query ``i`` (its positive document).
+    """
+    rng = np.random.default_rng([seed, step, 7])
+    chosen = []
+    for p in batch:
+        options = negatives.get(p.query_id)
+        if options:
+            chosen.append(options[int(rng.integers(len(options)))])
+    if not chosen:
+        return None
+    neg_ids = np.array([d for d, _ in chosen], dtype=object)
+    pos_ids = np.array([p.doc_id for p in batch], dtype=object)
+    mask = torch.from_numpy(pos_ids[:, None] == neg_ids[None, :])
+    return [x for _, x in chosen], mask
+
+
+def train(model, pairs: Sequence[Pair], config: TrainConfig,
+          negatives: Mapping[str, Sequence] | None = None) -> TrainResult:
+    """Train ``model`` on ``pairs`` for ``config.steps`` steps of ``config.stage``; returns where it saved.
+
+    ``negatives`` (optional) maps query ids to ``(doc_id, Input)`` hard negatives
+    (see :func:`negatives_for_batch`; ``anserini_bridge.mining.mine_negatives``
+    mines them from an impact index); each step adds one per pair to the
+    contrastive loss.
+    """
     if not pairs:
         raise InputError("no training pairs")
     trained, mask_text = STAGES[config.stage]
@@ -393,7 +422,13 @@ def train(model, pairs: Sequence[Pair], config: TrainConfig) -> TrainResult:
                 else:
                     q = model.forward_inputs([p.query for p in batch], mask_text_to_input=mask_text)
                     d = model.forward_inputs([p.document for p in batch], mask_text_to_input=mask_text)
-            parts = contrastive_with_flops(q.float(), d.float(), lq, ld, config.temperature, also_positive(batch))
+                neg = negatives_for_batch(batch, negatives, config.seed, step) if negatives else None
+                if neg is not None:
+                    neg_vecs = (cache.vectors(model, neg[0], mask_text) if cache is not None
+                                else model.forward_inputs(neg[0], mask_text_to_input=mask_text))
+            parts = contrastive_with_flops(q.float(), d.float(), lq, ld, config.temperature, also_positive(batch),
+                                           neg_vecs.float() if neg is not None else None,
+                                           neg[1] if neg is not None else None)
             if not torch.isfinite(parts["loss"]):
                 raise InputError(f"step {step}: the loss is {parts['loss'].item()}; lower the learning rate "
                                  "or the lambdas")
@@ -478,4 +513,5 @@ def read_log(output_dir: str | os.PathLike) -> list[dict]:
 
 
 __all__ = ["STAGES", "TrainConfig", "TrainResult", "also_positive", "batch_indices", "checkpoints", "load_optimizer",
+           "negatives_for_batch",
            "lr_at", "read_log", "save_optimizer", "train"]

@@ -277,3 +277,21 @@ def test_quick_benchmark_beats_chance_and_matches_lsr_search(tmp_path, flickr8k)
     cli = {q: [d for _, d in sorted(v)] for q, v in ranked.items()}
     assert text_to_image_recall(cli, ev) == res["stair"]["t2i"]
     del queries
+
+
+def test_mined_negatives_are_the_top_wrong_documents(tmp_path):
+    """Mining searches a real Lucene impact index and drops each query's own positives."""
+    import scipy.sparse as sp
+
+    from anserini_bridge.mining import mine_negatives
+    from lsr.sparse import SparseBatch, Vocabulary
+
+    vocab = Vocabulary(tuple(f"t{i}" for i in range(6)))
+    docs = SparseBatch.from_scipy(sp.csr_matrix(np.array([[3, 0, 0, 0, 0, 1], [2, 2, 0, 0, 0, 0],
+                                                          [1, 0, 0, 3, 0, 0], [0, 0, 2, 0, 0, 0]], float)),
+                                  vocab).with_ids(["a", "b", "c", "d"])
+    queries = SparseBatch.from_scipy(sp.csr_matrix(np.array([[1, 1, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0]], float)),
+                                     vocab).with_ids(["q1", "q2"])
+    got = mine_negatives(docs, queries, {"q1": {"b"}, "q2": {"c"}}, k=2, workdir=tmp_path)
+    # q1 scores b 4, a 3, c 1 -> without its positive b: a, c.  q2 matches only c (its positive): nothing left
+    assert got == {"q1": ["a", "c"], "q2": []}

@@ -286,3 +286,30 @@ def test_learnability_on_synthetic_captioned_images(tmp_path):
     assert m["recall_at_1"] >= 0.5, m
     assert m["colour_in_top5"] >= 0.8 and m["shape_in_top5"] >= 0.5, m
     assert m["nnz_image_mean"] < 5000, m
+
+
+def test_hard_negatives_in_the_contrastive_loss():
+    import torch
+
+    from lsr.losses import in_batch_contrastive
+    from lsr.training import negatives_for_batch
+    from lsr.pairs import Pair
+    from lsr.inputs import Input
+
+    torch.manual_seed(0)
+    q, d = torch.rand(4, 10), torch.rand(4, 10)
+    plain = in_batch_contrastive(q, d)
+    # a negative that every query scores highly raises q2d; masked out everywhere, nothing changes
+    hard = torch.full((1, 10), 3.0)
+    with_hard = in_batch_contrastive(q, d, negatives=hard)
+    assert float(with_hard["q2d"]) > float(plain["q2d"]) + 1.0
+    assert torch.allclose(with_hard["d2q"], plain["d2q"])
+    masked = in_batch_contrastive(q, d, negatives=hard, negative_is_positive=torch.ones(4, 1, dtype=torch.bool))
+    assert torch.allclose(masked["q2d"], plain["q2d"])
+    # one negative per pair that has any; a negative that is another pair's document is masked for that pair
+    batch = [Pair(Input(text=f"q{i}"), Input(text=f"d{i}"), f"q{i}", f"d{i}") for i in range(3)]
+    negs = {"q0": [("d1", Input(text="d1"))], "q2": [("d9", Input(text="d9")), ("d8", Input(text="d8"))]}
+    inputs, mask = negatives_for_batch(batch, negs, seed=0, step=0)
+    assert len(inputs) == 2 and inputs[0].text == "d1" and inputs[1].text in ("d9", "d8")
+    assert mask.tolist() == [[False, False], [True, False], [False, False]]
+    assert negatives_for_batch(batch, {}, 0, 0) is None
