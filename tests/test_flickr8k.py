@@ -295,3 +295,38 @@ def test_mined_negatives_are_the_top_wrong_documents(tmp_path):
     got = mine_negatives(docs, queries, {"q1": {"b"}, "q2": {"c"}}, k=2, workdir=tmp_path)
     # q1 scores b 4, a 3, c 1 -> without its positive b: a, c.  q2 matches only c (its positive): nothing left
     assert got == {"q1": ["a", "c"], "q2": []}
+
+
+@pytest.mark.slow
+def test_user_path_train_encode_index_search_eval(tmp_path, flickr8k):
+    """README's path on a few photographs: lsr captions -> lsr train (frozen tower) -> encode -> index -> search ->
+    eval, and lsr inspect --image on a real photograph."""
+    import subprocess
+
+    lines = (flickr8k / "captions_dev.jsonl").read_text().splitlines()[:40]  # 8 images x 5 captions
+    (tmp_path / "caps.jsonl").write_text("".join(
+        json.dumps(dict(json.loads(l), image=str(flickr8k / json.loads(l)["image"]))) + "\n" for l in lines))
+    (tmp_path / "stair.toml").write_text(
+        'data = "caps.jsonl"\nimage_model = "efficientnet-lite0"\nhead_vocab = "captions"\nfreeze_tower = true\n'
+        'feature_cache = "cache"\noutput_dir = "run"\nsteps = 4\nbatch_size = 8\nlearning_rate = 1e-3\n'
+        'lambda_d = 1e-3\nprogress = false\n')
+
+    def run(*a):
+        r = subprocess.run([sys.executable, "-m", "lsr.cli", *map(str, a)], capture_output=True, text=True,
+                           cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    run("captions", "--input", "caps.jsonl", "--output", "beir")
+    r = run("train", "--config", "stair.toml")
+    assert "training stage 1 on 40 pairs" in r.stdout and (tmp_path / "run" / "final" / "lsr-stair.json").is_file()
+    run("encode", "--model", "run/final", "--input", "beir/corpus.jsonl", "--output", "vec")
+    run("index", "--input", "vec", "--index", "idx")
+    run("search", "--index", "idx", "--model", "run/final", "--queries", "beir/queries.jsonl", "--output", "run.trec",
+        "--k", "8")
+    r = run("eval", "--run", "run.trec", "--qrels", "beir/qrels/test.tsv", "--metrics", "recall@8", "--json")
+    assert json.loads(r.stdout)["recall@8"] == pytest.approx(1.0)  # 8 candidate images: all found by rank 8
+    photo = json.loads(lines[0])["image"]
+    r = run("inspect", "--model", "run/final", "--image", flickr8k / photo, "--top", "5", "--json")
+    tokens = json.loads(r.stdout)["tokens"]
+    assert len(tokens) == 5 and all(t["weight"] > 0 for t in tokens)
