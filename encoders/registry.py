@@ -43,13 +43,14 @@ class Alias:
     description: str
 
 
-def _package_dir(package: str, sub: str, install_hint: str) -> Callable[[], str]:
+def _package_dir(package: str, sub: str, install_hint: str, is_file: bool = False) -> Callable[[], str]:
+    """A function that finds ``sub`` (a folder, or a file with ``is_file``) inside an installed package."""
     def locate() -> str:
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
             raise EnvironmentProblem(f"the weights are not installed: {install_hint}")
         path = Path(spec.submodule_search_locations[0]) / sub
-        if not path.is_dir():
+        if not (path.is_file() if is_file else path.is_dir()):
             raise EnvironmentProblem(f"{path} is missing: {install_hint}")
         return str(path)
 

