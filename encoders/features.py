@@ -102,12 +102,12 @@ class TowerFeatures:
             if listed.issuperset(images) and other.with_suffix(".npy").is_file():
                 _images_key(images)  # the images must still exist
                 return cls(other.with_suffix(".npy"))
-        from lsr.progress import progress_bar
+        from lsr.progress import tqdm
 
         tmp = path.with_suffix(".npy.tmp")
         out = None
         t0 = time.perf_counter()
-        with progress_bar(total=len(images), unit="image", desc="tower features", disable=not progress) as bar:
+        with tqdm(total=len(images), unit="image", desc="tower features", disable=not progress) as bar:
             with torch.inference_mode():
                 for s in range(0, len(images), batch_size):
                     pixels = model.pixels(images[s:s + batch_size], model.device)

@@ -209,7 +209,7 @@ class TowerEmbedder:
         call. Returns the last step's loss parts.
         """
         from lsr.losses import in_batch_contrastive
-        from lsr.progress import progress_bar
+        from lsr.progress import tqdm
 
         if len(texts) != len(images) or not texts:
             raise InputError(f"{len(texts)} texts for {len(images)} images; give one image per text")
@@ -230,7 +230,7 @@ class TowerEmbedder:
         last: dict = {}
         n = len(texts)
         b = min(batch_size, n)
-        with progress_bar(total=steps, desc="train projections", unit="step", disable=not self.progress) as bar:
+        with tqdm(total=steps, desc="train projections", unit="step", disable=not self.progress) as bar:
             order = torch.randperm(n, generator=gen)
             pos = 0
             for step in range(steps):

@@ -400,10 +400,10 @@ def train(model, pairs: Sequence[Pair], config: TrainConfig,
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if config.bf16
                 else contextlib.nullcontext())
     log = open(out / LOG_FILE, "a", encoding="utf-8")
-    from .progress import progress_bar
+    from lsr.progress import tqdm
 
-    bar = progress_bar(total=config.steps, initial=start, unit="step", desc=f"stage {config.stage}",
-                       disable=not config.progress)
+    bar = tqdm(total=config.steps, initial=start, unit="step", desc=f"stage {config.stage}",
+               disable=not config.progress)
     frozen = [name for name in ("text", "image") if name not in trained]
     cache = FrozenCache(frozen[0], config.cache_frozen) if frozen and config.cache_frozen else None
     t0 = time.perf_counter()
