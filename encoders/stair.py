@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from lsr.errors import EnvironmentProblem, InputError
 from lsr.inputs import Input, as_inputs, load_image
-from lsr.pooling import log_saturation, splade_pool
+from lsr.pooling import log_saturation
 from lsr.sparse import SparseBatch, max_fuse
 
 from .registry import STAIR_MARKER, resolve
@@ -311,6 +311,38 @@ class StairModel(nn.Module):
 
     def text_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.text(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def text_pooled_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           only_input_tokens: bool = False) -> torch.Tensor:
+        """``max`` over valid positions of the text's MLM logits, ``[batch, vocab]``, with autograd.
+
+        The same numbers as the masked max of ``text_logits``, without the
+        ``[batch, positions, vocab]`` logits: the model runs up to its output
+        projection, padding positions take their row's first position, and
+        :func:`max_projection` projects a few positions at a time.
+        ``only_input_tokens`` projects only onto the word pieces that occur in
+        the batch (the rest get logit 0, weight 0 after saturation): what
+        STAIR's stage 1 needs, where text vectors keep to their own tokens.
+        """
+        from .splade import _parent_of
+
+        decoder = self.text.get_output_embeddings()
+        parent, attr = _parent_of(self.text, decoder)
+        setattr(parent, attr, nn.Identity())
+        try:
+            hidden = self.text(input_ids=input_ids, attention_mask=attention_mask).logits  # [b, t, hidden]
+        finally:
+            setattr(parent, attr, decoder)
+        valid = attention_mask.bool()
+        first = valid.to(torch.float32).argmax(dim=1)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        hidden = torch.where(valid[..., None], hidden, hidden[rows, first][:, None])
+        weight, bias = decoder.weight, decoder.bias
+        if not only_input_tokens:
+            return max_projection(hidden, weight, bias)
+        used = torch.unique(input_ids[valid])
+        part = max_projection(hidden, weight[used], bias[used] if bias is not None else None)
+        return part.new_zeros(part.shape[0], weight.shape[0]).index_copy(1, used, part)
 
 
 # ----------------------------------------------------------------- encoder
@@ -701,8 +733,9 @@ class StairEncoder(EncodeAll):
     def forward_inputs(self, inputs: Sequence[Input], mask_text_to_input: bool = False) -> torch.Tensor:
         """Dense ``[n, |V|]`` float32 vectors with autograd, for training.
 
-        Text and image parts are pooled with :func:`lsr.pooling.splade_pool`
-        over full logits; mixed inputs take the element-wise max.
+        Text and image parts are max-pooled over positions without
+        materialising every position's logits (:meth:`StairModel.text_pooled_logits`,
+        :func:`max_projection`); mixed inputs take the element-wise max.
         ``mask_text_to_input`` zeroes every text weight whose token does not
         occur in that text (STAIR stage 1).
         """
@@ -716,7 +749,9 @@ class StairEncoder(EncodeAll):
                                  truncation=True, max_length=self.max_length, return_tensors="pt")
             ids = enc["input_ids"].to(self.device)
             mask = enc["attention_mask"].to(self.device)
-            vec = splade_pool(self.model.text_logits(ids, mask), mask, self._excluded)
+            vec = log_saturation(self.model.text_pooled_logits(ids, mask, mask_text_to_input).float())
+            if self._excluded.numel():
+                vec = vec.index_fill(1, self._excluded, 0.0)
             if mask_text_to_input:
                 present = torch.zeros_like(vec).scatter_(1, ids * mask, 1.0)
                 vec = vec * present
