@@ -283,3 +283,26 @@ def test_gpu_benchmark_script_runs_on_cpu_at_toy_size(tmp_path):
         assert res[key]["images_per_s"] > 0
     assert res["train_step"]["finite"] and res["train_step"]["bf16_autocast"] is True
     assert res["image_model"] == "stair-tiny-vit" and res["dtype"] == "torch.bfloat16"
+
+
+def test_training_text_pooling_equals_the_textbook_in_values_and_gradients(stair):
+    """text_pooled_logits (no [batch, positions, vocab] logits) == masked max of the full logits, and so are the
+    gradients; with only_input_tokens the text's own word pieces are exact."""
+    import torch
+
+    from lsr.pooling import masked_max_pool
+
+    enc = stair.tokenizer(["a dog runs on the grass", "two children", "a man in a red shirt climbs a rock wall"],
+                          padding=True, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    weight = stair.model.text.get_output_embeddings().weight
+    probe = torch.linspace(0, 1, weight.shape[0])
+    for only in (False, True):
+        with torch.enable_grad():
+            ref = masked_max_pool(stair.model.text_logits(ids, mask), mask)
+            new = stair.model.text_pooled_logits(ids, mask, only_input_tokens=only)
+            keep = (torch.zeros_like(ref).scatter_add_(1, ids, mask.float()) > 0) if only else torch.ones_like(ref).bool()
+            assert torch.allclose(ref[keep], new[keep], atol=1e-5)
+            g_ref = torch.autograd.grad((ref * keep * probe).sum(), weight)[0]
+            g_new = torch.autograd.grad((new * keep * probe).sum(), weight)[0]
+        assert torch.allclose(g_ref, g_new, atol=1e-5)
