@@ -13,8 +13,9 @@ ImageNet EfficientNet-Lite0 tower frozen and its features cached once:
 Then evaluates on ``--eval`` (default: the dev split) in the standard protocol,
 both ways, Recall@1/5/10: ``stair`` through real Lucene impact indexes (one of
 images, one of captions), ``dense`` by exhaustive cosine, ``hybrid`` = STAIR's
-top ``--k0`` from Lucene reranked by fusing with the dense scores
-(min-max interpolation, alpha 0.5, fixed in advance).
+top ``--k0`` from Lucene plus the dense model's own top ``--k0``, fused by
+min-max interpolation with alpha 0.5 (``hybrid_rrf``: RRF, k = 60); both
+fusions are fixed in advance, not tuned on the evaluation set.
 
     python -m benchmarks.flickr8k --data ../shared/data/flickr8k --json OUT [--eval FILE] [--quick]
 
@@ -49,7 +50,7 @@ def train_stair(train, args, workdir: Path):
 
     head_vocab = caption_vocabulary(args.text_model, train.captions) if args.head_vocab == "captions" else None
     enc = StairEncoder(image_model=args.tower, text_model=args.text_model, max_length=64, head_vocab=head_vocab,
-                       device="cpu", dtype="float32")
+                       global_token=not args.no_global_token, device="cpu", dtype="float32")
     pairs = train.pairs()
     base = TrainConfig(stage=1, steps=args.steps1, batch_size=args.batch_size, learning_rate=args.lr1,
                        temperature=args.temperature, lambda_d=args.lambda_d, lambda_q=0.0,
@@ -132,20 +133,26 @@ def ids_only(run: dict) -> dict[str, list[str]]:
     return {q: [h.docid if hasattr(h, "docid") else h for h in hits] for q, hits in run.items()}
 
 
-def hybrid_run(first: dict, query_vecs: np.ndarray, qids, cand_vecs: np.ndarray, cand_ids, alpha: float, k: int):
-    """Rerank each query's first-stage candidates by min-max interpolation with the dense cosine."""
-    from lsr.fusion import interpolate
+def hybrid_runs(first: dict, query_vecs: np.ndarray, qids, cand_vecs: np.ndarray, cand_ids, alpha: float,
+                k0: int, k: int) -> dict[str, dict]:
+    """STAIR's top ``k0`` plus the dense model's own top ``k0``, fused; ``{"interp": run, "rrf": run}``.
 
-    row = {c: i for i, c in enumerate(cand_ids)}
-    dense = {}
+    Interpolation is min-max ``alpha * sparse + (1 - alpha) * dense``; RRF uses k = 60. Both are fixed in
+    advance, not tuned on the evaluation set.
+    """
+    from lsr.fusion import interpolate, rrf
+
+    scores = query_vecs @ cand_vecs.T
+    dense_top = np.argpartition(-scores, min(k0, scores.shape[1] - 1), axis=1)[:, :k0]
+    sparse, dense = {}, {}
     for qi, q in enumerate(qids):
-        cands = [h.docid for h in first.get(q, [])]
-        if cands:
-            scores = cand_vecs[[row[c] for c in cands]] @ query_vecs[qi]
-            dense[q] = dict(zip(cands, map(float, scores)))
-    sparse = {q: {h.docid: h.score for h in hits} for q, hits in first.items()}
-    fused = interpolate([sparse, dense], alpha=alpha, norm="minmax", depth=k)
-    return ids_only(fused)
+        hits = first.get(q, [])[:k0]
+        sparse[q] = {h.docid: h.score for h in hits}
+        cands = {h.docid for h in hits} | {cand_ids[j] for j in dense_top[qi]}
+        row = {c: i for i, c in enumerate(cand_ids)}
+        dense[q] = {c: float(scores[qi, row[c]]) for c in cands}
+    return {"interp": ids_only(interpolate([sparse, dense], alpha=alpha, norm="minmax", depth=k)),
+            "rrf": ids_only(rrf([sparse, dense], k=60, depth=k))}
 
 
 def main(argv=None) -> int:
@@ -172,13 +179,19 @@ def main(argv=None) -> int:
     ap.add_argument("--lambda-d", type=float, default=1e-3, help="FLOPs weight on image vectors")
     ap.add_argument("--lambda-q", type=float, default=1e-3, help="FLOPs weight on caption vectors (stage 2)")
     ap.add_argument("--head-vocab", choices=["captions", "all"], default="captions")
+    ap.add_argument("--no-global-token", action="store_true",
+                    help="STAIR head over the 7x7 cells only, without their average as an extra position")
     ap.add_argument("--hard-negatives", type=int, default=0,
                     help="mine N wrong images per caption after stage 1 (Lucene index of the model) for stage 2")
     ap.add_argument("--k0", type=int, default=100, help="STAIR candidates reranked in the hybrid")
     ap.add_argument("--alpha", type=float, default=0.5, help="hybrid: weight of the sparse score")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-dense", action="store_true")
+    ap.add_argument("--reuse", action="store_true",
+                    help="evaluate the models an earlier run saved in --workdir instead of training")
     args = ap.parse_args(argv)
+    if args.reuse and not (args.workdir and (Path(args.workdir) / "stair-model").is_dir()):
+        ap.error("--reuse needs --workdir of an earlier run (with stair-model/)")
     if args.steps1 is None:
         args.steps1 = 40 if args.quick else 400
     if args.steps2 is None:
@@ -216,8 +229,14 @@ def main(argv=None) -> int:
                     "train_images": len(train.image_ids), "train_captions": len(train.captions),
                     "settings": {k_: v for k_, v in vars(args).items() if k_ not in ("json",)}}
 
-    enc, seconds = train_stair(train, args, workdir)
-    enc.save(workdir / "stair-model")
+    if args.reuse:
+        from encoders.stair import StairEncoder
+
+        log(f"reusing the models saved in {workdir} (no training)")
+        enc, seconds = StairEncoder(str(workdir / "stair-model"), device="cpu", dtype="float32"), 0.0
+    else:
+        enc, seconds = train_stair(train, args, workdir)
+        enc.save(workdir / "stair-model")
     enc.use_features(enc.compute_features(ev.images, args.cache))
     t2i, i2t, nnz = stair_runs(enc, ev, workdir, k)
     result["stair"] = {**recalls(ids_only(t2i), ids_only(i2t), ev), **nnz}
@@ -229,23 +248,28 @@ def main(argv=None) -> int:
         from lsr.captions import rank_by_scores
         from lsr.inputs import Input
 
-        dense = TowerEmbedder(image_tower=args.tower, text_model=args.dense_text, progress=True)
-        log(f"dense: projections on {len(train.captions)} captions, {args.dense_steps} steps")
-        t0 = time.perf_counter()
-        dense.fit(train.captions, [train.images[int(i)] for i in train.caption_image], steps=args.dense_steps,
-                  seed=args.seed, cache_dir=args.cache)
-        train_seconds += time.perf_counter() - t0
-        dense.save(workdir / "dense-model")
+        if args.reuse:
+            dense = TowerEmbedder(str(workdir / "dense-model"), progress=True)
+        else:
+            dense = TowerEmbedder(image_tower=args.tower, text_model=args.dense_text, progress=True)
+            log(f"dense: projections on {len(train.captions)} captions, {args.dense_steps} steps")
+            t0 = time.perf_counter()
+            dense.fit(train.captions, [train.images[int(i)] for i in train.caption_image], steps=args.dense_steps,
+                      seed=args.seed, cache_dir=args.cache)
+            train_seconds += time.perf_counter() - t0
+            dense.save(workdir / "dense-model")
         dense.use_features(dense.compute_features(ev.images, args.cache))
         img = dense.encode_documents([Input(image=p) for p in ev.images])
         cap = dense.encode_queries(ev.captions)
         scores = cap @ img.T
         result["dense"] = recalls(rank_by_scores(scores, ev.caption_ids, ev.image_ids, 10),
                                   rank_by_scores(scores.T, ev.image_ids, ev.caption_ids, 10), ev)
-        result["hybrid"] = {
-            **recalls(hybrid_run(t2i, cap, ev.caption_ids, img, ev.image_ids, args.alpha, 10),
-                      hybrid_run(i2t, img, ev.image_ids, cap, ev.caption_ids, args.alpha, 10), ev),
-            "k0": args.k0, "alpha": args.alpha, "norm": "minmax"}
+        h_t2i = hybrid_runs(t2i, cap, ev.caption_ids, img, ev.image_ids, args.alpha, args.k0, 10)
+        h_i2t = hybrid_runs(i2t, img, ev.image_ids, cap, ev.caption_ids, args.alpha, args.k0, 10)
+        result["hybrid"] = {**recalls(h_t2i["interp"], h_i2t["interp"], ev), "k0": args.k0,
+                            "dense_candidates": args.k0, "fusion": "interp", "alpha": args.alpha, "norm": "minmax"}
+        result["hybrid_rrf"] = {**recalls(h_t2i["rrf"], h_i2t["rrf"], ev), "k0": args.k0,
+                                "dense_candidates": args.k0, "fusion": "rrf", "rrf_k": 60}
     result["train_seconds"] = round(train_seconds, 1)
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     result["machine"] = machine()
@@ -253,11 +277,11 @@ def main(argv=None) -> int:
 
     print(f"Flickr8k, {len(ev.image_ids)} eval images / {len(ev.captions)} captions; "
           f"trained on {len(train.image_ids)} images ({describe(result['machine'])})")
-    print(f"{'system':8} {'t2i R@1':>8} {'R@5':>6} {'R@10':>6} {'i2t R@1':>8} {'R@5':>6} {'R@10':>6}")
-    for name in ("stair", "dense", "hybrid"):
+    print(f"{'system':10} {'t2i R@1':>8} {'R@5':>6} {'R@10':>6} {'i2t R@1':>8} {'R@5':>6} {'R@10':>6}")
+    for name in ("stair", "dense", "hybrid", "hybrid_rrf"):
         if name in result:
             a, b = result[name]["t2i"], result[name]["i2t"]
-            print(f"{name:8} {a['R@1']:8.3f} {a['R@5']:6.3f} {a['R@10']:6.3f} {b['R@1']:8.3f} {b['R@5']:6.3f} "
+            print(f"{name:10} {a['R@1']:8.3f} {a['R@5']:6.3f} {a['R@10']:6.3f} {b['R@1']:8.3f} {b['R@5']:6.3f} "
                   f"{b['R@10']:6.3f}")
     print(f"STAIR non-zeros: {result['stair']['nnz_per_image']} per image, "
           f"{result['stair']['nnz_per_caption']} per caption; training {result['train_seconds']} s")

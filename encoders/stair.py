@@ -281,6 +281,7 @@ class StairModel(nn.Module):
         self.visual = visual
         self.head = head
         self.text = text
+        self.global_token = False  # see head_positions
 
     def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         """Final hidden states at every image token position, ``[batch, positions, width]``."""
@@ -297,9 +298,20 @@ class StairModel(nn.Module):
             tokens = torch.cat([prefix[-1], tokens], dim=1)
         return tokens
 
+    def head_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The positions the token head reads: the tower's tokens, after their average when ``global_token``.
+
+        A CNN's feature map has no class token; the average of its cells (what
+        its ImageNet classifier reads) joins the cells as one more position, so
+        the max over positions can also take whole-image evidence.
+        """
+        if self.global_token:
+            return torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)
+        return tokens
+
     def image_logits(self, pixels: torch.Tensor) -> torch.Tensor:
         """Token-prediction logits at every image position, ``[batch, positions, vocab]``."""
-        return self.head(self.image_tokens(pixels))
+        return self.head(self.head_positions(self.image_tokens(pixels)))
 
     def image_pooled_logits(self, pixels: torch.Tensor) -> torch.Tensor:
         """``max`` over image positions of the token-prediction logits, ``[batch, vocab]``.
@@ -307,7 +319,7 @@ class StairModel(nn.Module):
         The same numbers as ``image_logits(pixels).amax(dim=1)``, computed by
         :func:`max_projection` without materialising every position's logits.
         """
-        return self.head.pooled(self.head.transform(self.image_tokens(pixels)))
+        return self.head.pooled(self.head.transform(self.head_positions(self.image_tokens(pixels))))
 
     def text_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.text(input_ids=input_ids, attention_mask=attention_mask).logits
@@ -367,7 +379,9 @@ class StairEncoder(EncodeAll):
 
     ``text_expansion=False`` restricts text vectors to the word pieces that
     occur in the text (what stage 1 of STAIR training optimises).
-    ``head_vocab`` (token ids) restricts the image head to those word pieces,
+    ``global_token`` adds the average of a CNN tower's feature map as one more
+    position for the head (default: on for timm CNN towers, which have no class
+    token). ``head_vocab`` (token ids) restricts the image head to those word pieces,
     e.g. the ones that occur in the training captions: the projection, the
     costliest part of the head, shrinks accordingly.
 
@@ -388,6 +402,7 @@ class StairEncoder(EncodeAll):
         text_model: str = "splade-tiny",
         head_init: str = "random",
         head_vocab: Sequence[int] | None = None,
+        global_token: bool | None = None,
         text_expansion: bool = True,
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
@@ -413,7 +428,7 @@ class StairEncoder(EncodeAll):
             if max_length is not None:
                 self.max_length = max_length
         else:
-            self._create(image_model, pretrained, image_config, text_model, head_init, head_vocab)
+            self._create(image_model, pretrained, image_config, text_model, head_init, head_vocab, global_token)
             self.name = f"stair:{image_model}+{text_model}"
             self.text_expansion = bool(text_expansion)
             self.max_length = max_length or 256
@@ -422,7 +437,8 @@ class StairEncoder(EncodeAll):
         self.last_stats = EncodeStats()
 
     # ------------------------------------------------------------ building
-    def _create(self, image_model, pretrained, image_config, text_model, head_init, head_vocab=None) -> None:
+    def _create(self, image_model, pretrained, image_config, text_model, head_init, head_vocab=None,
+                global_token=None) -> None:
         visual, cfg, preprocess = build_image_tower(image_model, pretrained, image_config)
         tokenizer, text = load_masked_lm(text_model, torch.float32, what="text model")
         self.tokenizer = tokenizer
@@ -438,6 +454,9 @@ class StairEncoder(EncodeAll):
         else:
             raise InputError(f"head_init must be 'mlm' or 'random', not {head_init!r}")
         self.model = StairModel(visual, head, text)
+        if global_token is None:
+            global_token = isinstance(visual, TimmTower) and visual.spatial
+        self.model.global_token = bool(global_token)
         self.config = {
             "format": FORMAT,
             "image_model": image_model,
@@ -448,6 +467,7 @@ class StairEncoder(EncodeAll):
             "head_hidden": hidden,
             "head_eps": eps,
             "head_vocab": None if head.out_ids is None else head.out_ids.tolist(),
+            "global_token": bool(global_token),
             "text_model": text_model,
         }
 
@@ -484,6 +504,7 @@ class StairEncoder(EncodeAll):
         head = TokenHead(int(config["image_width"]), int(config["head_hidden"]), vocab_size,
                          float(config.get("head_eps", 1e-12)), config.get("head_vocab"))
         self.model = StairModel(visual, head, text)
+        self.model.global_token = bool(config.get("global_token", False))
         weights = path / WEIGHTS_FILE
         if not weights.is_file():
             raise InputError(f"{weights}: file not found; the STAIR directory is incomplete")
@@ -797,7 +818,7 @@ class StairEncoder(EncodeAll):
         tower_frozen = not any(p.requires_grad and torch.is_grad_enabled() for p in self.model.visual.parameters())
         if features is not None and tower_frozen and features.covers(images):
             tokens = features.lookup(images, self.device).to(self.dtype)
-            return self.model.head.pooled(self.model.head.transform(tokens))
+            return self.model.head.pooled(self.model.head.transform(self.model.head_positions(tokens)))
         return self.model.image_pooled_logits(self.pixels(images, self.device).to(self.dtype))
 
     def __repr__(self) -> str:

@@ -255,12 +255,12 @@ def test_quick_benchmark_beats_chance_and_matches_lsr_search(tmp_path, flickr8k)
                        "--workdir", str(work)]) == 0
     res = json.loads(out.read_text())
     assert res["eval_images"] == 100 and res["eval_captions"] == 500
-    for system in ("stair", "dense", "hybrid"):
+    for system in ("stair", "dense", "hybrid", "hybrid_rrf"):
         for way in ("t2i", "i2t"):
             assert set(res[system][way]) == {"R@1", "R@5", "R@10"}
-    # chance: text->image R@10 = 0.10 over 100 images
-    assert res["stair"]["t2i"]["R@10"] >= 0.25
-    assert res["dense"]["t2i"]["R@10"] >= 0.25
+    # chance: text->image R@10 = 0.10 over 100 images, image->text R@10 about 0.10 too
+    assert res["stair"]["t2i"]["R@10"] >= 0.2 and res["stair"]["i2t"]["R@10"] >= 0.15
+    assert res["dense"]["t2i"]["R@10"] >= 0.3 and res["dense"]["i2t"]["R@10"] >= 0.3
     assert 0 < res["stair"]["nnz_per_image"] < 6640
     # the same vectors through the command line give the same text->image numbers
     ev = read_caption_jsonl(flickr8k / "captions_dev.jsonl").head(100)
