@@ -118,7 +118,8 @@ class TowerEmbedder:
         self.config = config
         self.image_weight = float(config["image_weight"]) if model is not None else float(image_weight)
         self.tower = build_timm_tower(config["image_tower"], config.get("pretrained")).to(self.device).eval()
-        self.text = SentenceEmbedder(config["text_model"], device=str(self.device), batch_size=batch_size)
+        self.text = SentenceEmbedder(config["text_model"], device=str(self.device), batch_size=batch_size,
+                                     progress=progress)
         self.dim = int(config["dim"])
         self.proj = _Projections(self.tower.width, self.text.dim, self.dim, int(config.get("image_hidden", 0)))
         if model is not None:
