@@ -434,7 +434,8 @@ class MilvusCollection:
         vecdir = Path(vecdir)
         parts = part_files(vecdir) if vecdir.is_dir() else []
         if not parts:
-            raise InputError(f"{vecdir}: no part-*.jsonl vector files; create them with `lsr encode`")
+            raise InputError(f"{vecdir}: no vector files (part-*.jsonl from `lsr encode`, or the *.json, *.jsonl "
+                             "and *.gz files of an Anserini JsonVectorCollection); create them with `lsr encode`")
         if extend_tokens and self.meta.ids == "derived":
             self.ensure_tokens(vector_dir_tokens([vecdir]))
         ids = self._ids_of()
