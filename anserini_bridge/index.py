@@ -84,6 +84,22 @@ class IndexMeta:
             raise InputError(f"{path}: corrupted index metadata ({e}); rebuild the index") from None
 
 
+def foreign_index_meta(index_dir: str | os.PathLike, quantizer: Quantizer | None = None) -> IndexMeta | None:
+    """Metadata for a Lucene impact index built by another tool (Anserini's IndexCollection, Pyserini's
+    prebuilt indexes), or ``None`` when ``index_dir`` has ``lsr-index.json`` or no Lucene segments.
+
+    Nothing records how its vectors were quantized, so ``quantizer`` (default
+    :class:`~lsr.quantize.Quantizer()`: scale 100, as SPLADE indexes from
+    Anserini and Pyserini are made) quantizes float queries; the encoder is not
+    known and not checked.
+    """
+    index_dir = Path(index_dir)
+    if (index_dir / INDEX_META).is_file() or not any(index_dir.glob("segments_*")):
+        return None
+    return IndexMeta(None, None, quantizer or Quantizer(), documents=-1, counters={}, stored_vectors=False,
+                     source="foreign")
+
+
 _ADDED = re.compile(r"(\S+): ([\d,]+) docs added")
 _COUNTER = re.compile(r"\b(indexed|unindexable|empty|skipped|errors):\s+([\d,]+)\s*$")
 

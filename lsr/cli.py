@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(`lsr encode --role query`) or a JSONL file of {id, vector} lines")
     p.add_argument("--output", required=True, help="TREC run file to write")
     p.add_argument("--k", type=int, default=1000)
+    p.add_argument("--scale", type=float, default=None,
+                   help="an index built by Anserini or Pyserini (no lsr-index.json): the scale its impacts were "
+                        "quantized with, used to quantize the queries (default 100)")
     p.add_argument("--threads", type=int, default=None)
     h = p.add_argument_group("hybrid reranking (dense or MLLM models over the sparse candidates)")
     h.add_argument("--rerank", action="append", default=[], metavar="STORE|MODEL=STORE",
@@ -185,15 +188,16 @@ def cmd_index(args) -> int:
     return 0
 
 
-def _open_retriever(spec: str):
+def _open_retriever(spec: str, scale: float | None = None):
     """The index named by ``--index``: an engine collection (``milvus://...``) or a Lucene index directory."""
     from .engines import is_engine_uri, open_engine
+    from .quantize import Quantizer
 
     if is_engine_uri(spec):
         return open_engine(spec)
     from anserini_bridge.search import ImpactSearcher
 
-    return ImpactSearcher(spec)
+    return ImpactSearcher(spec, quantizer=Quantizer(scale) if scale else None)
 
 
 def cmd_search(args) -> int:
@@ -204,7 +208,7 @@ def cmd_search(args) -> int:
 
     if bool(args.queries) == bool(args.query_vectors):
         raise InputError("give either --queries (with --model) or --query-vectors")
-    searcher = _open_retriever(args.index)
+    searcher = _open_retriever(args.index, args.scale)
     if args.queries:
         if not args.model:
             raise InputError("--queries needs --model (the encoder the index was built with)")
