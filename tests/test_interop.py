@@ -228,3 +228,41 @@ def test_pyserini_searches_an_lsr_index(cranfield_vectors, cranfield, tmp_path):
     # Pyserini quantizes queries at 256/5 per unit instead of 100: the top-10 sets still mostly agree
     overlap = [len({d for d, _ in r["hits"]} & {h.docid for h in mine[r["id"]]}) / 10 for r in rows]
     assert sum(overlap) / len(overlap) > 0.8
+
+
+# ------------------------------------------------------------------------ hub ids as users type them
+def test_bare_hub_ids_resolve_without_guessing(tmp_path, monkeypatch):
+    from encoders.registry import resolve
+
+    for typed in ("naver/splade-cocondenser-ensembledistil", "hf:naver/splade-cocondenser-ensembledistil"):
+        loc = resolve(typed)
+        assert (loc.source, loc.is_local, loc.kind) == ("naver/splade-cocondenser-ensembledistil", False, "splade")
+    assert resolve("naver/splade-v3", default_kind="dense").kind == "dense"
+    assert resolve("splade-tiny").is_local  # an alias stays an alias
+    monkeypatch.chdir(tmp_path)
+    for bad in ("splade", "a/b/c", "../x", "naver/", "/abs/missing", "org/na me"):
+        with pytest.raises(InputError, match="neither a known alias"):
+            resolve(bad)  # no substring guessing, no paths taken for hub ids
+    (tmp_path / "naver" / "splade-v3").mkdir(parents=True)  # an existing directory wins over the hub id
+    loc = resolve("naver/splade-v3")
+    assert loc.is_local and loc.source == str((tmp_path / "naver" / "splade-v3").resolve())
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(InputError):
+        resolve("file.txt")
+
+
+def test_offline_hub_load_fails_at_once_with_one_message(tmp_path):
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    q = tmp_path / "q.jsonl"
+    q.write_text('{"_id": "1", "text": "wing"}\n')
+    out = _lsr("encode", "--model", "naver/splade-v3", "--input", q, "--output", tmp_path / "v", "--role", "query",
+               env=env)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "naver/splade-v3 is not in the local cache and HF_HUB_OFFLINE is set" in lines[0]
+    assert "Retry" not in out.stderr and "Traceback" not in out.stderr
+    code = ("from encoders.splade import SpladeEncoder\n"
+            "try:\n    SpladeEncoder('naver/splade-cocondenser-ensembledistil')\n"
+            "except Exception as e:\n    print(type(e).__name__, e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.stdout.startswith("EnvironmentProblem cannot load model 'naver/splade-cocondenser-ensembledistil'")
