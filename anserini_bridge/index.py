@@ -47,9 +47,11 @@ class IndexMeta:
     counters: dict
     stored_vectors: bool = True
     source: str | None = None
+    retriever: str = "impact"  # "impact": learned sparse impacts; "bm25": text analysed by Lucene, BM25 scores
 
     def to_dict(self) -> dict:
         return {
+            "retriever": self.retriever,
             "format": INDEX_FORMAT,
             "encoder": self.encoder,
             "vocab_fingerprint": self.vocab_fingerprint,
@@ -79,7 +81,7 @@ class IndexMeta:
             q = d.get("quantization")
             return cls(d.get("encoder"), d.get("vocab_fingerprint"), Quantizer.from_dict(q) if q else None,
                        int(d["documents"]), d.get("counters", {}), bool(d.get("stored_vectors", False)),
-                       d.get("source"))
+                       d.get("source"), d.get("retriever", "impact"))
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
             raise InputError(f"{path}: corrupted index metadata ({e}); rebuild the index") from None
 
@@ -270,12 +272,16 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _run_index_collection(input_dir: Path, index_dir: Path, threads: int, expected: int, progress: bool) -> dict:
+IMPACT_OPTIONS = ("-collection", "JsonVectorCollection", "-impact", "-pretokenized")
+
+
+def _run_index_collection(input_dir: Path, index_dir: Path, threads: int, expected: int, progress: bool,
+                          options: Sequence[str] = IMPACT_OPTIONS) -> dict:
     home = jvm.java_home()
     jar = jvm.anserini_jar()
     cmd = [str(home / "bin" / "java"), *jvm.jvm_options(home), "-cp", str(jar),
-           "io.anserini.index.IndexCollection", "-collection", "JsonVectorCollection",
-           "-input", str(input_dir), "-index", str(index_dir), "-impact", "-pretokenized",
+           "io.anserini.index.IndexCollection", *options,
+           "-input", str(input_dir), "-index", str(index_dir),
            "-threads", str(threads), "-verbose"]
     counters: dict[str, int] = {}
     log_tail: list[str] = []
