@@ -18,7 +18,8 @@ from .errors import LsrError
 
 
 def _add_model_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
-    p.add_argument("--model", required=model_required, help="alias (splade-tiny), a hub id (ORG/NAME or hf:ORG/NAME), or a local directory")
+    p.add_argument("--model", required=model_required,
+                   help="alias (splade-tiny), a hub id (ORG/NAME or hf:ORG/NAME), or a local directory")
     p.add_argument("--batch-size", type=int, default=None,
                    help="inputs per model call (default: 128 on a GPU and 32 on the CPU for SPLADE models; "
                         "32 for STAIR models)")
