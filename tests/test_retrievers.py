@@ -133,3 +133,24 @@ def test_dense_only_bm25_rerank_and_fusion_from_the_command_line(small, capsys):
     assert main(["search", "--index", str(root / "minilm"), "--query-vectors", str(root / "queries.jsonl"),
                  "--output", str(root / "x.trec")]) == 2
     assert "--queries" in capsys.readouterr().err
+
+
+def test_flickr8k_caption_collection_for_the_recipe_benchmark(tmp_path):
+    """The second collection of benchmarks/hybrid_recipe.py: BEIR layout, one relevant image per query,
+    whose query caption is not among the document's captions."""
+    from pathlib import Path
+
+    from benchmarks.hybrid_recipe import build_flickr8k_captions
+    from lsr.io import read_qrels
+
+    src = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flickr8k"
+    if not (src / "captions_dev.jsonl").is_file():
+        pytest.fail(f"Flickr8k captions not found at {src}")
+    out = build_flickr8k_captions(src, tmp_path / "f8k")
+    docs = {r.id: r.text for r in read_corpus(out / "corpus.jsonl")}
+    queries = read_queries(out / "queries.jsonl")
+    qrels = read_qrels(out / "qrels" / "test.tsv")
+    assert len(docs) == 7000 and len(queries) == 1000
+    for q in queries:
+        (doc, grade), = qrels[q.id].items()
+        assert grade == 1 and doc in docs and q.text not in docs[doc]
