@@ -52,6 +52,7 @@ def test_foreign_layouts_index_search_and_explain(tmp_path):
     vec = _foreign_dir(tmp_path / "vec")
     meta = build_index(vec, tmp_path / "idx", progress=False)
     assert meta.documents == 5 and meta.encoder is None and meta.quantization is None
+    assert not list(tmp_path.glob(".lsr-*")) and not list(tmp_path.glob(".idx.building-*"))  # nothing left over
     with ImpactSearcher(tmp_path / "idx") as s:
         hits = s.search({"y": 2, "z": 1}, k=5)
         assert [(h.docid, h.impact_score) for h in hits] == [("b", 10), ("c", 7), ("d", 6), ("a", 2)]
