@@ -35,9 +35,9 @@ setup(
         "milvus": ["pymilvus>=2.5,<2.6"],
         "dev": [
             "pytest>=7", "hypothesis>=6", "scikit-image>=0.22", "pillow>=9",
-            # a real Milvus Lite server for tests/test_milvus.py (milvus-lite imports pkg_resources,
-            # which setuptools 81 removed)
-            "pymilvus>=2.5,<2.6", "milvus-lite==2.5.1; sys_platform != 'win32'", "setuptools<81",
+            # a real Milvus Lite server for tests/test_milvus.py: the version the `milvus` extra resolves
+            # (pymilvus asks for milvus-lite>=2.4.0, which resolves to the newest, 3.2.2 today)
+            "pymilvus>=2.5,<2.6", "milvus-lite>=3.2.2; sys_platform != 'win32'",
         ],
     },
     entry_points={"console_scripts": ["lsr=lsr.cli:main"]},

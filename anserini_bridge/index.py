@@ -12,6 +12,7 @@ it to quantize queries the same way and to refuse a mismatched encoder.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -25,9 +26,12 @@ from tqdm.auto import tqdm
 
 from lsr.errors import EnvironmentProblem, InputError
 from lsr.quantize import Quantizer
-from lsr.vectors import OFFSETS_FILE, VectorDirInfo, part_files, write_offsets, write_offsets_table
+from lsr.vectors import (META_FILE, OFFSETS_FILE, VectorDirInfo, part_files, scan_vector_files, vector_file_name,
+                         write_offsets)
 
 from . import jvm
+
+log = logging.getLogger(__name__)
 
 INDEX_META = "lsr-index.json"
 INDEX_FORMAT = "lsr-impact-index/1"
@@ -43,9 +47,11 @@ class IndexMeta:
     counters: dict
     stored_vectors: bool = True
     source: str | None = None
+    retriever: str = "impact"  # "impact": learned sparse impacts; "bm25": text analysed by Lucene, BM25 scores
 
     def to_dict(self) -> dict:
         return {
+            "retriever": self.retriever,
             "format": INDEX_FORMAT,
             "encoder": self.encoder,
             "vocab_fingerprint": self.vocab_fingerprint,
@@ -75,9 +81,25 @@ class IndexMeta:
             q = d.get("quantization")
             return cls(d.get("encoder"), d.get("vocab_fingerprint"), Quantizer.from_dict(q) if q else None,
                        int(d["documents"]), d.get("counters", {}), bool(d.get("stored_vectors", False)),
-                       d.get("source"))
+                       d.get("source"), d.get("retriever", "impact"))
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
             raise InputError(f"{path}: corrupted index metadata ({e}); rebuild the index") from None
+
+
+def foreign_index_meta(index_dir: str | os.PathLike, quantizer: Quantizer | None = None) -> IndexMeta | None:
+    """Metadata for a Lucene impact index built by another tool (Anserini's IndexCollection, Pyserini's
+    prebuilt indexes), or ``None`` when ``index_dir`` has ``lsr-index.json`` or no Lucene segments.
+
+    Nothing records how its vectors were quantized, so ``quantizer`` (default
+    :class:`~lsr.quantize.Quantizer()`: scale 100, as SPLADE indexes from
+    Anserini and Pyserini are made) quantizes float queries; the encoder is not
+    known and not checked.
+    """
+    index_dir = Path(index_dir)
+    if (index_dir / INDEX_META).is_file() or not any(index_dir.glob("segments_*")):
+        return None
+    return IndexMeta(None, None, quantizer or Quantizer(), documents=-1, counters={}, stored_vectors=False,
+                     source="foreign")
 
 
 _ADDED = re.compile(r"(\S+): ([\d,]+) docs added")
@@ -113,10 +135,16 @@ def build_index(
     index_dir = Path(index_dir)
     sources = []  # (vector directory, its part files, the names they get in the staging directory)
     for k, d in enumerate(dirs):
+        if d.is_dir() and ((d / INDEX_META).is_file() or any(d.glob("segments_*"))):
+            raise InputError(f"{d}: is an index, not a vector directory; pass the vectors it was built from "
+                             "(`lsr encode --output VECDIR`)")
         parts = part_files(d) if d.is_dir() else []
         if not parts:
-            raise InputError(f"{d}: no part-*.jsonl vector files; create them with `lsr encode`")
-        names = [p.name if len(dirs) == 1 else f"part-{k:03d}-{p.name[len('part-'):]}" for p in parts]
+            raise InputError(f"{d}: no vector files (part-*.jsonl from `lsr encode`, or the *.json, *.jsonl and "
+                             "*.gz files of an Anserini JsonVectorCollection); create them with `lsr encode`")
+        flat = [vector_file_name(d, p) for p in parts]
+        names = [n if len(dirs) == 1 else f"part-{k:03d}-{n[len('part-'):] if n.startswith('part-') else n}"
+                 for n in flat]
         sources.append((d, parts, names))
     if index_dir.exists():
         if not overwrite:
@@ -127,23 +155,32 @@ def build_index(
         check_vector_dirs(dirs, allow_partial=allow_partial_shards)
     infos = []
     scanned: dict[Path, Path] = {}  # foreign directory -> the offsets table written while validating it
+    converted: list[Path] = []  # directories of foreign files rewritten as JSON lines
+    scratch = index_dir.parent if index_dir.parent.is_dir() else None
     try:
-        for d, parts, _ in sources:
+        for i, (d, parts, names) in enumerate(sources):
             info = VectorDirInfo.load(d)
             if info is None:
-                # Foreign JsonVectorCollection files: validate every line before handing them to Java,
-                # noting each document's offset on the way (one pass over the files, not two).
-                fd, table = tempfile.mkstemp(prefix=".lsr-offsets-", suffix=".tsv",
-                                             dir=index_dir.parent if index_dir.parent.is_dir() else None)
+                # Foreign JsonVectorCollection files: validate every document before handing them to Java,
+                # noting each document's offset on the way (one pass over the files, not two); gzip files
+                # and JSON arrays are rewritten as JSON lines, so that stored vectors can be found by offset.
+                log.warning("%s has no %s (vectors from another tool): the encoder and quantization are not "
+                            "known, so queries are not checked against them; search with --query-vectors, "
+                            "or with --model and the --scale the vectors were quantized with", d, META_FILE)
+                fd, table = tempfile.mkstemp(prefix=".lsr-offsets-", suffix=".tsv", dir=scratch)
                 os.close(fd)
                 scanned[d] = Path(table)
-                expected = write_offsets_table(parts, scanned[d])
+                converted.append(Path(tempfile.mkdtemp(prefix=".lsr-converted-", dir=scratch)))
+                expected, files = scan_vector_files(list(zip(parts, names)), scanned[d], converted[-1])
+                sources[i] = (d, [p for p, _ in files], [n for _, n in files])
                 info = VectorDirInfo(None, None, None, documents_read=expected, documents_written=expected)  # type: ignore[arg-type]
             infos.append(info)
         return _build(sources, dirs, infos, scanned, index_dir, threads, store_vectors, progress)
     finally:
         for table in scanned.values():
             table.unlink(missing_ok=True)
+        for conv in converted:
+            shutil.rmtree(conv, ignore_errors=True)
 
 
 def _build(sources, dirs, infos, scanned, index_dir: Path, threads, store_vectors: bool, progress: bool) -> IndexMeta:
@@ -171,7 +208,8 @@ def _build(sources, dirs, infos, scanned, index_dir: Path, threads, store_vector
         if store_vectors:
             if len(dirs) == 1:
                 _store_vectors(dirs[0], sources[0][1], tmp_index / DOCVECTORS_DIR,
-                               have_offsets=info.encoder is not None, offsets=scanned.get(dirs[0]))
+                               have_offsets=info.encoder is not None, offsets=scanned.get(dirs[0]),
+                               names=sources[0][2])
             else:
                 _store_vectors_of_many(sources, infos, tmp_index / DOCVECTORS_DIR, scanned)
         source = str(dirs[0].resolve()) if len(dirs) == 1 else " ".join(str(d.resolve()) for d in dirs)
@@ -197,7 +235,9 @@ def _store_vectors_of_many(sources: list, infos: list[VectorDirInfo], dest: Path
     for (d, parts, names), info in zip(sources, infos):
         for p, name in zip(parts, names):
             _link_or_copy(p, dest / name)
-        renamed = {p.name: name for p, name in zip(parts, names)}
+        # offsets tables of `lsr encode` name part files as they are; those written while scanning foreign
+        # files already use the staged names
+        renamed = {n: n for n in names} if d in (scanned or {}) else {p.name: name for p, name in zip(parts, names)}
         offsets = (scanned or {}).get(d) or d / OFFSETS_FILE
         if (info.encoder is None and d not in (scanned or {})) or not offsets.is_file():
             complete = False
@@ -213,10 +253,10 @@ def _store_vectors_of_many(sources: list, infos: list[VectorDirInfo], dest: Path
 
 
 def _store_vectors(vecdir: Path, parts: list[Path], dest: Path, have_offsets: bool,
-                   offsets: Path | None = None) -> None:
+                   offsets: Path | None = None, names: list[str] | None = None) -> None:
     dest.mkdir()
-    for p in parts:
-        _link_or_copy(p, dest / p.name)
+    for p, name in zip(parts, names or [p.name for p in parts]):
+        _link_or_copy(p, dest / name)
     if offsets is not None and offsets.is_file():
         shutil.copyfile(offsets, dest / OFFSETS_FILE)
     elif have_offsets and (vecdir / OFFSETS_FILE).is_file():
@@ -232,12 +272,16 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _run_index_collection(input_dir: Path, index_dir: Path, threads: int, expected: int, progress: bool) -> dict:
+IMPACT_OPTIONS = ("-collection", "JsonVectorCollection", "-impact", "-pretokenized")
+
+
+def _run_index_collection(input_dir: Path, index_dir: Path, threads: int, expected: int, progress: bool,
+                          options: Sequence[str] = IMPACT_OPTIONS) -> dict:
     home = jvm.java_home()
     jar = jvm.anserini_jar()
     cmd = [str(home / "bin" / "java"), *jvm.jvm_options(home), "-cp", str(jar),
-           "io.anserini.index.IndexCollection", "-collection", "JsonVectorCollection",
-           "-input", str(input_dir), "-index", str(index_dir), "-impact", "-pretokenized",
+           "io.anserini.index.IndexCollection", *options,
+           "-input", str(input_dir), "-index", str(index_dir),
            "-threads", str(threads), "-verbose"]
     counters: dict[str, int] = {}
     log_tail: list[str] = []

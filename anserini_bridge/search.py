@@ -18,18 +18,22 @@ the jar has no Jackson, queries are built term by term instead.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Mapping, Sequence, Union
 
 from lsr.errors import IndexMismatchError, InputError
 from lsr.io import Hit
+from lsr.quantize import Quantizer
 from lsr.retrieval import query_ids
 from lsr.sparse import SparseBatch
 from lsr.vectors import VectorStore, parse_vector
 
 from . import jvm
-from .index import DOCVECTORS_DIR, IndexMeta
+from .index import DOCVECTORS_DIR, INDEX_META, IndexMeta, foreign_index_meta
+
+log = logging.getLogger(__name__)
 
 Query = Union[Mapping[str, int], SparseBatch]
 
@@ -41,9 +45,35 @@ _FIELD_BY_FIELD_MAX_K = 200
 class ImpactSearcher:
     """Searches one impact index built by :func:`anserini_bridge.build_index`."""
 
-    def __init__(self, index_dir: str | os.PathLike):
+    def __init__(self, index_dir: str | os.PathLike, quantizer: Quantizer | None = None):
+        """Open ``index_dir``: an index built by ``lsr index``, or a Lucene impact index built by Anserini's
+        IndexCollection or Pyserini (no ``lsr-index.json``).
+
+        For an index from another tool, float queries are quantized with
+        ``quantizer`` (default ``Quantizer()``, scale 100, the scale of
+        Anserini's and Pyserini's SPLADE indexes) and the encoder is not
+        checked; a notice says so. For an ``lsr index`` index, ``quantizer``
+        may only repeat the index's own, or fill in for one built from
+        foreign vector files.
+        """
         self.index_dir = Path(index_dir)
-        self.meta = IndexMeta.load(self.index_dir)
+        self.foreign = False
+        meta = foreign_index_meta(self.index_dir, quantizer)
+        if meta is not None:
+            self.foreign = True
+            log.warning("%s is a Lucene index without %s (built by Anserini or Pyserini?): float queries are "
+                        "quantized with %s%s and the encoder is not checked", self.index_dir, INDEX_META,
+                        meta.quantization, "" if quantizer else " (the default; pass --scale or quantizer= "
+                        "if the documents were quantized differently)")
+        else:
+            meta = IndexMeta.load(self.index_dir)
+            if quantizer is not None:
+                if meta.quantization is None:
+                    meta.quantization = quantizer
+                elif quantizer != meta.quantization:
+                    raise IndexMismatchError(f"{self.index_dir} was quantized with {meta.quantization} (recorded "
+                                             f"in {INDEX_META}), not {quantizer}; leave the quantization out")
+        self.meta = meta
         S = jvm.autoclass("io.anserini.search.SimpleImpactSearcher")
         try:
             self._searcher = S(str(self.index_dir))
@@ -190,6 +220,8 @@ class ImpactSearcher:
 
     # ---------------------------------------------------------- stored data
     def _stored(self, docid: str) -> dict:
+        if self._store is None and self.foreign:
+            return self._stored_in_lucene(str(docid))
         if self._store is None:
             source = self.meta.source or "VECDIR"
             raise InputError(f"{self.index_dir} was built without stored vectors (--no-store-vectors); rebuild "
@@ -201,6 +233,35 @@ class ImpactSearcher:
             raise InputError(f"document {docid!r} is not in the index {self.index_dir} "
                              f"({len(self._store)} documents); use an id from the corpus it was built from") from None
 
+    def _stored_in_lucene(self, docid: str) -> dict:
+        """``{"id", "contents", "vector"}`` of a document of an index built by another tool, from what Lucene
+        stores: the raw JSON document (IndexCollection ``-storeRaw``) or the term vector (``-storeDocvectors``,
+        whose term frequencies are the impacts)."""
+        if self._searcher.doc(docid) is None:
+            raise InputError(f"document {docid!r} is not in the index {self.index_dir} ({self.num_docs} documents); "
+                             "use an id from the collection it was built from")
+        raw = self._searcher.doc_raw(docid)
+        if raw:
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError:
+                obj = None
+            if isinstance(obj, dict) and isinstance(obj.get("vector"), dict):
+                return {"id": docid, "contents": obj.get("contents") or "", "vector": obj["vector"]}
+        utils = jvm.autoclass("io.anserini.index.IndexReaderUtils")
+        try:
+            if getattr(self, "_reader", None) is None:
+                self._reader = utils.getReader(str(self.index_dir))
+            tv = utils.getDocumentVector(self._reader, docid)
+        except Exception:  # noqa: BLE001 - NotStoredException: no term vectors in this index
+            tv = None
+        if tv is None:
+            raise InputError(f"{self.index_dir} stores neither the raw documents nor document vectors, so the "
+                             f"vector of {docid!r} is unknown; rebuild it with Anserini's IndexCollection "
+                             "-storeRaw or -storeDocvectors, or with `lsr index --input VECDIR`")
+        vector = {str(t): int(tv.get(t)) for t in tv.keySet().toArray()}
+        return {"id": docid, "contents": self._searcher.doc_contents(docid) or "", "vector": vector}
+
     def doc_vector(self, docid: str) -> dict[str, int]:
         """The integer vector indexed for ``docid`` (needs an index built with stored vectors)."""
         return parse_vector(self.index_dir, 0, self._stored(docid))
@@ -209,6 +270,9 @@ class ImpactSearcher:
         return self._stored(docid).get("contents", "")
 
     def close(self) -> None:
+        if getattr(self, "_reader", None) is not None:
+            self._reader.close()
+            self._reader = None
         self._searcher.close()
 
     def __enter__(self):

@@ -39,7 +39,7 @@ from lsr.errors import EnvironmentProblem, InputError
 from lsr.inputs import as_inputs, load_image
 
 from .image_text import TowerEmbedder, is_tower_embedder_dir
-from .registry import _package_dir, register_alias, resolve
+from .registry import _package_dir, check_loadable, register_alias, resolve
 from .splade import check_batching, pick_device, pick_dtype
 
 register_alias(
@@ -101,6 +101,7 @@ class SentenceEmbedder:
             loc = resolve(model, default_kind="dense")
             if loc.kind not in ("dense", "sentence"):
                 raise InputError(f"model {model!r} is a {loc.kind} model, not a sentence embedder")
+            check_loadable(loc, "sentence embedder")
             self.source = loc.source
             try:
                 st_model = SentenceTransformer(loc.source, device=str(self.device), local_files_only=loc.is_local)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from lsr.errors import EnvironmentProblem, InputError
 from lsr.inputs import Input, as_inputs, load_image
 
-from .registry import resolve
+from .registry import check_loadable, resolve
 from .splade import pick_device, pick_dtype
 
 # What comes before the instruction, per modality. ``{image}`` becomes the processor's image token.
@@ -231,6 +231,7 @@ def _load(model: str, dtype: torch.dtype):
         raise EnvironmentProblem("MLLM embedders need transformers: pip install 'transformers>=4.56'") from None
     hf_logging.disable_progress_bar()
     loc = resolve(model, default_kind="mllm")
+    check_loadable(loc, "MLLM")
     try:
         processor = AutoProcessor.from_pretrained(loc.source)
         hf_model = AutoModelForImageTextToText.from_pretrained(loc.source, dtype=dtype)

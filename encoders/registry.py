@@ -5,7 +5,8 @@ A model is named in one of three ways:
 * an alias registered here (``splade-tiny``, ...), which resolves to weights
   installed from the package registry or to a hub id;
 * ``hf:ORG/NAME`` for a Hugging Face hub id (needs network access or a filled
-  local cache);
+  local cache), or the bare ``ORG/NAME`` as the hub shows it, when it is
+  neither an alias nor an existing directory;
 * a local directory path. A directory holding a kind marker file (see
   :data:`KIND_MARKERS`, e.g. ``lsr-stair.json``) is reported as that kind.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -89,6 +91,66 @@ def resolve(name: str, default_kind: str = "splade") -> ModelLocation:
     if path.is_dir():
         kind = next((k for marker, k in KIND_MARKERS.items() if (path / marker).is_file()), default_kind)
         return ModelLocation(name, kind, str(path.resolve()), True)
+    if _HUB_ID.fullmatch(name) and ".." not in name and not path.exists():
+        return ModelLocation(name, default_kind, name, False)
     known = ", ".join(sorted(_ALIASES))
-    raise InputError(f"model {name!r} is neither a known alias ({known}), an hf:ORG/NAME hub id, "
+    raise InputError(f"model {name!r} is neither a known alias ({known}), a hub id (ORG/NAME or hf:ORG/NAME), "
                      "nor an existing directory")
+
+
+#: A Hugging Face hub id as users type it: ``ORG/NAME`` (letters, digits, ``-``, ``_``, ``.``).
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face libraries are told not to use the network (``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``)."""
+    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def check_loadable(loc: ModelLocation, what: str = "model") -> None:
+    """Fail at once, with one message, for a hub model that cannot be loaded offline.
+
+    With ``HF_HUB_OFFLINE=1`` a hub id loads only from the local cache; when
+    the cache does not hold it, say so now rather than let the libraries fail
+    later with a page of retries and tracebacks.
+    """
+    if loc.is_local:
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return
+    if isinstance(try_to_load_from_cache(loc.source, "config.json"), str):
+        return
+    if hub_offline():
+        why = "HF_HUB_OFFLINE is set"
+    else:
+        host = _hub_unreachable()
+        if host is None:
+            return
+        why = f"{host} cannot be reached (no network?)"
+    hint = "" if loc.name.startswith("hf:") else f" ({loc.name!r} is not an alias or an existing directory, " \
+        "so it was read as a hub id)"
+    raise EnvironmentProblem(f"cannot load {what} {loc.name!r}: the Hugging Face hub id {loc.source} is not in "
+                             f"the local cache and {why}{hint}; download it where there is network access "
+                             f"(huggingface-cli download {loc.source}) or pass a local directory")
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """The hub's host name when a direct connection to it fails within ``timeout`` seconds, else ``None``.
+
+    Behind a proxy nothing is probed (the libraries go through the proxy).
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return None
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = url.hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, url.port or (443 if url.scheme != "http" else 80)), timeout=timeout).close()
+    except OSError:
+        return host
+    return None

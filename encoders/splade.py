@@ -46,7 +46,7 @@ from lsr.sparse import SparseBatch
 from lsr.vocab import Vocabulary
 
 from .graphs import GraphedFunction
-from .registry import resolve
+from .registry import check_loadable, resolve
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -86,6 +86,7 @@ def load_masked_lm(model: str, dtype: torch.dtype, what: str = "model"):
 
     hf_logging.disable_progress_bar()
     loc = resolve(model)
+    check_loadable(loc, what)
     try:
         return (AutoTokenizer.from_pretrained(loc.source),
                 AutoModelForMaskedLM.from_pretrained(loc.source, dtype=dtype))

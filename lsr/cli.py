@@ -18,7 +18,8 @@ from .errors import LsrError
 
 
 def _add_model_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
-    p.add_argument("--model", required=model_required, help="alias (splade-tiny), hf:ORG/NAME, or a local directory")
+    p.add_argument("--model", required=model_required,
+                   help="alias (splade-tiny), a hub id (ORG/NAME or hf:ORG/NAME), or a local directory")
     p.add_argument("--batch-size", type=int, default=None,
                    help="inputs per model call (default: 128 on a GPU and 32 on the CPU for SPLADE models; "
                         "32 for STAIR models)")
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-store-vectors", action="store_true",
                    help="do not keep document vectors in the index (explanations then need re-encoding)")
+    p.add_argument("--bm25", action="store_true",
+                   help="build a BM25 index instead: --input is a BEIR corpus.jsonl (title + text, Anserini's "
+                        "default English analyzer); `lsr search` then needs no model")
 
     p = sub.add_parser("search", help="search an impact index, writing a TREC run")
     p.add_argument("--index", required=True,
@@ -85,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(`lsr encode --role query`) or a JSONL file of {id, vector} lines")
     p.add_argument("--output", required=True, help="TREC run file to write")
     p.add_argument("--k", type=int, default=1000)
+    p.add_argument("--scale", type=float, default=None,
+                   help="an index built by Anserini or Pyserini (no lsr-index.json): the scale its impacts were "
+                        "quantized with, used to quantize the queries (default 100)")
+    p.add_argument("--bm25-k1", type=float, default=0.9, help="BM25 index: k1 (default 0.9)")
+    p.add_argument("--bm25-b", type=float, default=0.4, help="BM25 index: b (default 0.4)")
     p.add_argument("--threads", type=int, default=None)
     h = p.add_argument_group("hybrid reranking (dense or MLLM models over the sparse candidates)")
     h.add_argument("--rerank", action="append", default=[], metavar="STORE|MODEL=STORE",
@@ -175,6 +184,18 @@ def cmd_encode(args) -> int:
 def cmd_index(args) -> int:
     from anserini_bridge.index import build_index
 
+    if args.bm25:
+        from anserini_bridge.bm25 import build_bm25_index
+        from .errors import InputError
+
+        if len(args.input) != 1:
+            raise InputError("--bm25 takes one corpus file: --input corpus.jsonl")
+        meta = build_bm25_index(args.input[0], args.index, threads=args.threads, overwrite=args.overwrite)
+        c = meta.counters
+        print(f"indexed {c.get('indexed')} documents for BM25 into {args.index} (documents without text: "
+              f"{c.get('reported_by_encoder', 0)}); search it with `lsr search --index {args.index} "
+              "--queries queries.jsonl --output run.trec` (no model)", file=sys.stderr)
+        return 0
     meta = build_index(args.input, args.index, threads=args.threads, overwrite=args.overwrite,
                        store_vectors=not args.no_store_vectors)
     c = meta.counters
@@ -185,15 +206,34 @@ def cmd_index(args) -> int:
     return 0
 
 
-def _open_retriever(spec: str):
-    """The index named by ``--index``: an engine collection (``milvus://...``) or a Lucene index directory."""
+def _open_retriever(spec: str, scale: float | None = None, bm25: tuple[float, float] | None = None):
+    """The index named by ``--index``: an engine collection (``milvus://...``), an embedding store
+    (``lsr embed``), a BM25 index (``lsr index --bm25``) or a Lucene impact index directory."""
     from .engines import is_engine_uri, open_engine
+    from .quantize import Quantizer
 
     if is_engine_uri(spec):
         return open_engine(spec)
+    from .embstore import STORE_META, EmbeddingStore
+
+    if (Path(spec) / STORE_META).is_file():
+        return EmbeddingStore(spec)
+    if _index_kind(spec) == "bm25":
+        from anserini_bridge.bm25 import BM25Searcher
+
+        return BM25Searcher(spec, *(bm25 or ()))
     from anserini_bridge.search import ImpactSearcher
 
-    return ImpactSearcher(spec)
+    return ImpactSearcher(spec, quantizer=Quantizer(scale) if scale else None)
+
+
+def _index_kind(spec: str) -> str | None:
+    """``retriever`` recorded in a Lucene index's ``lsr-index.json`` (``impact``, ``bm25``), if there is one."""
+    meta = Path(spec) / "lsr-index.json"
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("retriever", "impact")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def cmd_search(args) -> int:
@@ -204,7 +244,12 @@ def cmd_search(args) -> int:
 
     if bool(args.queries) == bool(args.query_vectors):
         raise InputError("give either --queries (with --model) or --query-vectors")
-    searcher = _open_retriever(args.index)
+    searcher = _open_retriever(args.index, args.scale, (args.bm25_k1, args.bm25_b))
+    from .embstore import EmbeddingStore
+
+    if isinstance(searcher, EmbeddingStore) or getattr(searcher, "meta", None) is not None and \
+            getattr(searcher.meta, "retriever", "impact") == "bm25":
+        return _text_search(args, searcher)
     if args.queries:
         if not args.model:
             raise InputError("--queries needs --model (the encoder the index was built with)")
@@ -232,6 +277,46 @@ def cmd_search(args) -> int:
           file=sys.stderr)
     if empty:
         print(f"{len(empty)} queries matched nothing (e.g. {', '.join(empty[:5])})", file=sys.stderr)
+    return 0
+
+
+def _text_search(args, searcher) -> int:
+    """Search with query texts and no sparse model: a BM25 index, or an embedding store searched exhaustively."""
+    from .embstore import EmbeddingStore
+    from .errors import InputError
+    from .io import Hit, read_queries, write_run
+
+    kind = "an embedding store (its own model encodes the queries)" if isinstance(searcher, EmbeddingStore) \
+        else "a BM25 index"
+    if not args.queries:
+        raise InputError(f"{args.index} is {kind}: give the query texts with --queries (not --query-vectors)")
+    if args.model:
+        raise InputError(f"{args.index} is {kind}: it needs no --model; leave it out")
+    records = read_queries(args.queries)
+    qids, texts = [r.id for r in records], [r.text for r in records]
+    if isinstance(searcher, EmbeddingStore):
+        import numpy as np
+
+        from encoders.dense import embedder_for_store
+
+        if args.rerank:
+            raise InputError("--rerank reranks a sparse or BM25 first stage; an embedding store is searched "
+                             "exhaustively already (fuse runs with `lsr fuse`)")
+        encoder = embedder_for_store(searcher, None, device=args.device, batch_size=args.batch_size or 32)
+        t0 = time.perf_counter()
+        qv = np.asarray(encoder.encode_queries(texts), dtype=np.float32)
+        found = searcher.search(qv, k=min(args.k, len(searcher)))
+        results = {q: [Hit(d, float(s), r) for r, (d, s) in enumerate(hits, 1)] for q, hits in zip(qids, found)}
+        what = f"exhaustive dense search of {searcher.path} ({encoder.name})"
+    else:
+        if args.rerank:
+            return _hybrid_search(args, searcher, texts, qids, texts)
+        t0 = time.perf_counter()
+        results = searcher.batch_search(texts, qids, k=args.k, threads=args.threads)
+        what = f"BM25 k1={searcher.k1:g} b={searcher.b:g}"
+    dt = time.perf_counter() - t0
+    write_run(args.output, results)
+    print(f"searched {len(qids)} queries in {dt:.2f}s ({what}) -> {args.output}", file=sys.stderr)
     return 0
 
 

@@ -21,7 +21,9 @@ written to a part file; it is listed in ``report.jsonl`` and counted, so that
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from json.encoder import encode_basestring as _encode_basestring
 import math
 import os
@@ -56,8 +58,40 @@ _NUMBERS = np.array([f"{v}, " for v in range(4096)], dtype=object)
 _NUMBERS_END = np.array([f"{v}}}}}\n" for v in range(4096)], dtype=object)
 
 
+#: File name endings Anserini's JsonCollection (and so JsonVectorCollection) reads; ``.gz`` files are gunzipped.
+VECTOR_SUFFIXES = (".json", ".jsonl", ".gz")
+#: Files of the project that are never vector files, although their names end like one.
+_NOT_VECTORS = {META_FILE, REPORT_FILE, "lsr-index.json"}
+
+
 def part_files(vecdir: str | os.PathLike) -> list[Path]:
-    return sorted(Path(vecdir).glob("part-*.jsonl"))
+    """The vector files of a directory.
+
+    A directory written by ``lsr encode`` (it has ``lsr-vectors.json``) holds
+    ``part-*.jsonl``. Any other directory is read the way Anserini's
+    JsonVectorCollection reads it: every ``*.json``, ``*.jsonl`` and ``*.gz``
+    file (gzip-compressed JSON), in subdirectories too; hidden files and the
+    project's own ``report.jsonl`` / metadata files are left out.
+    """
+    vecdir = Path(vecdir)
+    if (vecdir / META_FILE).is_file():
+        return sorted(vecdir.glob("part-*.jsonl"))
+    found = []
+    for root, dirs, files in os.walk(vecdir):
+        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+        found.extend(Path(root) / f for f in files
+                     if f.endswith(VECTOR_SUFFIXES) and not f.startswith(".") and f not in _NOT_VECTORS)
+    return sorted(found)
+
+
+def vector_file_name(vecdir: str | os.PathLike, path: str | os.PathLike) -> str:
+    """A flat, unique name for a vector file of ``vecdir`` (``sub/docs.jsonl`` -> ``sub__docs.jsonl``)."""
+    return "__".join(Path(path).relative_to(vecdir).parts)
+
+
+def is_plain_jsonl(path: str | os.PathLike) -> bool:
+    """Whether byte offsets into ``path`` find its documents (an uncompressed file of JSON lines)."""
+    return not str(path).endswith(".gz")
 
 
 @dataclass
@@ -305,9 +339,84 @@ def parse_vector(path, n: int, obj: dict) -> dict[str, int]:
     return out
 
 
-def iter_vector_records(path: str | os.PathLike) -> Iterator[tuple[int, int, str, dict[str, int], dict]]:
-    """``(line, byte offset, id, {token: int}, the line's object)`` of one JsonVectorCollection file, validated."""
-    for n, offset, obj in iter_jsonl_at(path):
+def iter_json_documents(path: str | os.PathLike) -> Iterator[tuple[int, int | None, dict]]:
+    """``(number, byte offset, object)`` of every document of a JSON collection file, as Anserini reads it.
+
+    A file is JSON lines, or (as Anserini's JsonCollection also accepts) one
+    JSON array of objects or objects one after the other, pretty-printed or
+    not; a name ending ``.gz`` is gunzipped first. ``number`` is the line of
+    a JSON-lines file, else the document's position (from 1); the offset is
+    ``None`` when it cannot be used to seek (gzip, arrays, pretty-printed).
+    """
+    path = Path(path)
+    if is_plain_jsonl(path):
+        try:
+            for n, offset, obj in iter_jsonl_at(path):
+                yield n, offset, obj
+            return
+        except InputError as e:
+            if not _whole_document(path, e):
+                raise
+        yield from _json_values(path, path.read_bytes())
+        return
+    try:
+        with gzip.open(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise InputError(f"{path}: not a readable gzip file ({e}); Anserini reads files ending .gz as gzip") from None
+    yield from _json_values(path, data, lines=True)
+
+
+def _whole_document(path: Path, error: InputError) -> bool:
+    """Whether a JSON-lines read that failed should be retried as one JSON document (array, pretty objects)."""
+    if not str(error).startswith(f"{path}:1: malformed JSON") and "expected a JSON object, got list" not in str(error):
+        return False
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16).lstrip()
+    return head[:1] in (b"[", b"{")
+
+
+def _json_values(path: Path, data: bytes, lines: bool = False) -> Iterator[tuple[int, None, dict]]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
+    if lines and not text.lstrip().startswith("["):
+        try:  # JSON lines (the usual case), numbered by line
+            out = []
+            for n, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    obj = json.loads(line)
+                    if not isinstance(obj, dict):
+                        raise ValueError
+                    out.append((n, None, obj))
+            yield from out
+            return
+        except ValueError:
+            pass
+    decoder, pos, n = json.JSONDecoder(), 0, 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            return
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno} ({e.msg})") from None
+        for obj in (value if isinstance(value, list) else [value]):
+            n += 1
+            if not isinstance(obj, dict):
+                raise InputError(f"{path}: document {n} is a {type(obj).__name__}, expected a JSON object")
+            yield n, None, obj
+
+
+def iter_vector_records(path: str | os.PathLike) -> Iterator[tuple[int, int | None, str, dict[str, int], dict]]:
+    """``(line, byte offset, id, {token: int}, the line's object)`` of one JsonVectorCollection file, validated.
+
+    The offset is ``None`` for documents that cannot be found by seeking (see :func:`iter_json_documents`).
+    """
+    for n, offset, obj in iter_json_documents(path):
         rid = obj.get("id")
         if not isinstance(rid, str) or not rid or any(c.isspace() for c in rid):
             raise InputError(f"{path}:{n}: 'id' must be a non-empty string without whitespace, got {rid!r}")
@@ -340,8 +449,8 @@ def read_query_vectors(path: str | os.PathLike) -> tuple[list[str], list[dict[st
         files = part_files(path)
         info = VectorDirInfo.load(path)
         if not files:
-            raise InputError(f"{path}: no part-*.jsonl files; pass a vector directory written by `lsr encode` "
-                             "or a JSONL file of {id, vector} lines")
+            raise InputError(f"{path}: no vector files (part-*.jsonl, *.json, *.jsonl, *.gz); pass a vector "
+                             "directory written by `lsr encode` or a JSONL file of {id, vector} lines")
     elif path.is_file():
         files, info = [path], VectorDirInfo.load(path.parent)
     else:
@@ -383,6 +492,44 @@ def write_offsets_table(parts: Sequence[str | os.PathLike], table: str | os.Path
             out.write("".join(lines))
             count += len(lines)
     return count
+
+
+def scan_vector_files(files: Sequence[tuple[str | os.PathLike, str]], table: str | os.PathLike,
+                      convert_dir: str | os.PathLike) -> tuple[int, list[tuple[Path, str]]]:
+    """Validate vector files from another tool and note where each document lies.
+
+    ``files`` are ``(path, name)`` pairs; ``table`` receives ``id, name,
+    byte offset`` lines. A file whose documents cannot be found by offset
+    (gzip-compressed, a JSON array, pretty-printed objects) is rewritten as
+    JSON lines into ``convert_dir`` under ``name + ".jsonl"``. Returns the
+    number of documents and the ``(path, name)`` pairs to index: the original
+    file where it is plain JSON lines, the rewritten one otherwise.
+    """
+    count, out = 0, []
+    with open(table, "w", encoding="utf-8") as tab:
+        for path, name in files:
+            path = Path(path)
+            lines, conv, offset = [], None, 0
+            for _, off, rid, _, obj in iter_vector_records(path):
+                if off is None and conv is None:
+                    name = name + ".jsonl"
+                    conv = open(Path(convert_dir) / name, "wb")
+                if conv is not None:
+                    raw = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+                    off, offset = offset, offset + len(raw)
+                    conv.write(raw)
+                lines.append(f"{rid}\t{name}\t{off}\n")
+                if len(lines) >= 65536:
+                    tab.write("".join(lines))
+                    count += len(lines)
+                    lines = []
+            tab.write("".join(lines))
+            count += len(lines)
+            if conv is not None:
+                conv.close()
+                path = Path(convert_dir) / name
+            out.append((path, name))
+    return count, out
 
 
 class VectorStore:

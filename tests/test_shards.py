@@ -152,5 +152,5 @@ def test_vector_dirs_that_do_not_fit_together(tmp_path):
     other = write("v", random_vectors(3, 2, other_v, 9, prefix="x"), v=other_v, encoder="other")
     with pytest.raises(IndexMismatchError, match="same model"):
         check_vector_dirs([a, other])
-    with pytest.raises(InputError, match="no part"):
+    with pytest.raises(InputError, match="no vector files"):
         check_vector_dirs([a, tmp_path / "missing"])

@@ -21,6 +21,9 @@ def register(sub) -> dict:
                         "file of {id, vector} lines (pick one with --query-id)")
     p.add_argument("--query-id", help="which line of a multi-line --query-vector file to use")
     p.add_argument("--docid", required=True, help="id of the indexed document")
+    p.add_argument("--scale", type=float, default=None,
+                   help="an index built by Anserini or Pyserini (no lsr-index.json): the scale its impacts were "
+                        "quantized with, to quantize --query (default 100)")
     p.add_argument("--top", type=int, default=0, help="show only the largest N contributions (0: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--html", metavar="OUT.html", help="also write a self-contained HTML page")
@@ -67,7 +70,9 @@ def cmd_explain(args) -> int:
         raise InputError("--query needs --model (the encoder the index was built with)")
     if args.top < 0:
         raise InputError(f"--top must be 0 (all) or positive, got {args.top}")
-    with ImpactSearcher(args.index) as searcher:
+    from ..quantize import Quantizer
+
+    with ImpactSearcher(args.index, quantizer=Quantizer(args.scale) if args.scale else None) as searcher:
         searcher.doc_vector(args.docid)  # fail on the document before loading a model
         if args.query is not None:
             from .inspect import load_encoder

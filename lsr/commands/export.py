@@ -45,6 +45,12 @@ def cmd_export(args) -> int:
     from lsr.errors import InputError
 
     target = args.to.strip()
+    from lsr.vectors import META_FILE
+
+    for d in args.input:
+        if Path(d).is_dir() and not (Path(d) / META_FILE).is_file():
+            print(f"{d} has no {META_FILE} (vectors from another tool): its encoder and quantization are not "
+                  "known and not checked", file=sys.stderr)
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be positive, got {args.batch_size}")
     if target.startswith(("milvus://", "milvus+http://", "milvus+https://")):

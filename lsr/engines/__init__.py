@@ -122,7 +122,8 @@ def check_vector_dirs(
         raise InputError("no vector directory given")
     for d in dirs:
         if not d.is_dir() or not part_files(d):
-            raise InputError(f"{d}: no part-*.jsonl vector files; create them with `lsr encode`")
+            raise InputError(f"{d}: no vector files (part-*.jsonl from `lsr encode`, or the *.json, *.jsonl and "
+                             "*.gz files of an Anserini JsonVectorCollection); create them with `lsr encode`")
     if len({d.resolve() for d in dirs}) != len(dirs):
         raise InputError("the same vector directory is given twice: " + " ".join(map(str, dirs)))
     infos = [VectorDirInfo.load(d) for d in dirs]

@@ -5,7 +5,7 @@ One collection holds one corpus::
     docid   VARCHAR primary key   the original string document id
     vector  SPARSE_FLOAT_VECTOR   {dimension id: integer impact}, SPARSE_INVERTED_INDEX, metric IP
 
-Its description holds the project's metadata as compact JSON (encoder,
+Its description (and a collection property, ``lsr.meta``) holds the project's metadata as compact JSON (encoder,
 vocabulary fingerprint, number of dimensions, quantization), so a search
 quantizes float queries the same way and refuses queries from another
 vocabulary, exactly as a Lucene impact index does with ``lsr-index.json``.
@@ -55,11 +55,13 @@ from . import InsertReport
 
 INSTALL_HINT = 'pip install "pymilvus>=2.5,<2.6"  (or pip install -e ".[milvus]")'
 META_FORMAT = "lsr-milvus/1"
+META_PROPERTY = "lsr.meta"  # collection property holding the same metadata as the description
 ID_FIELD = "docid"
 VECTOR_FIELD = "vector"
 MAX_ID_BYTES = 512  # VARCHAR max_length of the primary key
 VOCAB_SUFFIX = "_lsr_vocab"
-VOCAB_CHUNK_BYTES = 60_000  # below VARCHAR's 65,535-byte limit
+MAX_VARCHAR_BYTES = 65_535  # the largest VARCHAR max_length Milvus accepts (and enforces)
+VOCAB_CHUNK_BYTES = 60_000  # token-list chunks stay below it
 MAX_DESCRIPTION_BYTES = 1024
 MAX_TOPK = 16_384  # Milvus' limit on limit + offset
 QUERY_BATCH = 256
@@ -228,7 +230,8 @@ class MilvusCollection:
                 raise InputError(f"collection {self.name!r} not found at {self.uri}; create it with "
                                  f"`lsr export --to milvus://HOST:PORT/{self.name} --input VECDIR`")
             desc = self._call("describe_collection", self._client.describe_collection, self.name)
-            meta = CollectionMeta.from_description(desc.get("description", ""))
+            meta = CollectionMeta.from_description(desc.get("description", "")) or CollectionMeta.from_description(
+                (desc.get("properties") or {}).get(META_PROPERTY, ""))
             fields = {f["name"]: f["type"] for f in desc.get("fields", [])}
             if meta is None or fields.get(VECTOR_FIELD) != self._DataType.SPARSE_FLOAT_VECTOR \
                     or fields.get(ID_FIELD) != self._DataType.VARCHAR:
@@ -284,14 +287,16 @@ class MilvusCollection:
         vschema = c.create_schema(auto_id=False, enable_dynamic_field=False,
                                   description=f"token list of collection {self.name}")
         vschema.add_field("chunk", DataType.INT64, is_primary=True)
-        vschema.add_field("tokens", DataType.VARCHAR, max_length=65_535)
+        vschema.add_field("tokens", DataType.VARCHAR, max_length=MAX_VARCHAR_BYTES)
         vschema.add_field("marker", DataType.SPARSE_FLOAT_VECTOR)  # Milvus requires one vector field
         vindex = c.prepare_index_params()
         vindex.add_index(field_name="marker", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
         extra = {"consistency_level": self.consistency_level} if self.consistency_level else {}
         self._call("create_collection", c.create_collection, self.vocab_name, schema=vschema, index_params=vindex)
         self._write_tokens(list(tokens), start_chunk=0)
-        self._call("create_collection", c.create_collection, self.name, schema=schema, index_params=index, **extra)
+        # the metadata also goes into a collection property: Milvus Lite 3 does not keep schema descriptions
+        self._call("create_collection", c.create_collection, self.name, schema=schema, index_params=index,
+                   properties={META_PROPERTY: meta.to_description()}, **extra)
         self._meta, self._tokens, self._token_ids, self._loaded = meta, list(tokens), None, True
 
     def drop(self) -> None:
@@ -344,18 +349,27 @@ class MilvusCollection:
         return self._token_ids
 
     def _write_tokens(self, tokens: list[str], start_chunk: int) -> None:
+        # a chunk is a compact JSON list '["a","b"]': 2 bytes of brackets, each token's JSON text and one
+        # comma between tokens, counted in UTF-8 bytes (what VARCHAR max_length limits)
         chunks, cur, size = [], [], 2
         for t in tokens:
-            n = len(json.dumps(t, ensure_ascii=False).encode("utf-8")) + 1
+            n = len(_compact_json(t).encode("utf-8")) + (1 if cur else 0)
             if cur and size + n > VOCAB_CHUNK_BYTES:
                 chunks.append(cur)
                 cur, size = [], 2
+                n -= 1
             cur.append(t)
             size += n
         if cur:
             chunks.append(cur)
-        rows = [{"chunk": start_chunk + k, "tokens": json.dumps(c, ensure_ascii=False),
-                 "marker": {start_chunk + k: 1.0}} for k, c in enumerate(chunks)]
+        texts = [_compact_json(c) for c in chunks]
+        for c, text in zip(chunks, texts):
+            size = len(text.encode("utf-8"))
+            if size > MAX_VARCHAR_BYTES:  # one token alone longer than a VARCHAR can hold
+                raise InputError(f"token {max(c, key=len)[:40]!r}... is too long for a Milvus VARCHAR "
+                                 f"({size} bytes > {MAX_VARCHAR_BYTES})")
+        rows = [{"chunk": start_chunk + k, "tokens": text,
+                 "marker": {start_chunk + k: 1.0}} for k, text in enumerate(texts)]
         if rows:
             self._call("store token list", self._client.insert, self.vocab_name, rows)
             self._call("flush", self._client.flush, self.vocab_name)
@@ -420,7 +434,8 @@ class MilvusCollection:
         vecdir = Path(vecdir)
         parts = part_files(vecdir) if vecdir.is_dir() else []
         if not parts:
-            raise InputError(f"{vecdir}: no part-*.jsonl vector files; create them with `lsr encode`")
+            raise InputError(f"{vecdir}: no vector files (part-*.jsonl from `lsr encode`, or the *.json, *.jsonl "
+                             "and *.gz files of an Anserini JsonVectorCollection); create them with `lsr encode`")
         if extend_tokens and self.meta.ids == "derived":
             self.ensure_tokens(vector_dir_tokens([vecdir]))
         ids = self._ids_of()
@@ -570,7 +585,7 @@ class MilvusCollection:
                                    anns_field=VECTOR_FIELD, limit=limit, search_params=SEARCH_PARAMS,
                                    output_fields=[], **kwargs)
                 for i, hits in zip(chunk, found):
-                    raw = [(str(h["id"]), float(h["distance"])) for h in hits]
+                    raw = [(_hit_id(h), float(h["distance"])) for h in hits]
                     scores = sorted((round(s) for _, s in raw), reverse=True)
                     if len(raw) == limit and len(raw) > k and scores[-1] == scores[k - 1] and limit < MAX_TOPK:
                         retry.append(i)  # the k-th score ties with the deepest one fetched: fetch deeper
@@ -610,6 +625,20 @@ class MilvusCollection:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def _hit_id(hit) -> str:
+    """The primary key of a search hit: ``hit["id"]`` on Milvus 2.x servers, the key field's name on Milvus Lite 3."""
+    for key in ("id", ID_FIELD):
+        try:
+            return str(hit[key])
+        except (KeyError, TypeError):
+            continue
+    return str(hit.id)
+
+
+def _compact_json(value) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _check_k(k: int) -> None:
