@@ -214,15 +214,16 @@ def cmd_search(args) -> int:
         encoder = _load_encoder(args)
         searcher.check_encoder(encoder.name, encoder.vocab.fingerprint)
         inputs = record_inputs(encoder, records)
-        queries = encoder.encode_queries(inputs, ids=[r.id for r in records])
-        qids = list(queries.ids)
+        qids = [r.id for r in records]
+        # hybrid search encodes each query as it searches it, so its latency breakdown includes the encoding
+        queries = None if args.rerank else encoder.encode_queries(inputs, ids=qids)
     else:
         qids, queries, qinfo = read_query_vectors(args.query_vectors)
         check_query_vectors(searcher.meta, qinfo, str(args.index), str(args.query_vectors))
     if args.rerank:
         if not args.queries:
             raise InputError("--rerank needs the query texts (--queries with --model), not --query-vectors")
-        return _hybrid_search(args, searcher, queries, qids, inputs)
+        return _hybrid_search(args, searcher, encoder, qids, inputs)
     t0 = time.perf_counter()
     results = searcher.batch_search(queries, qids, k=args.k, threads=args.threads)
     dt = time.perf_counter() - t0
@@ -254,15 +255,17 @@ def _load_reranker(spec: str, args):
     return Reranker(encoder, store, missing=args.rerank_missing)
 
 
-def _hybrid_search(args, searcher, queries, qids, inputs) -> int:
+def _hybrid_search(args, searcher, encoder, qids, inputs) -> int:
     from .hybrid import STAGES, HybridSearcher
     from .io import write_run
 
     rerankers = [_load_reranker(spec, args) for spec in args.rerank]
+    encoder.progress = False  # one query at a time: the hybrid search has its own progress bar
     hybrid = HybridSearcher(searcher, rerankers, args.fusion, k0=args.k0, rrf_k=args.rrf_k, alpha=args.alpha,
-                            norm=args.norm, dense_candidates=args.dense_candidates, progress=True)
+                            norm=args.norm, dense_candidates=args.dense_candidates, progress=True,
+                            sparse_encoder=encoder)
     t0 = time.perf_counter()
-    results = hybrid.batch_search(queries, qids, inputs, k=args.k, threads=args.threads)
+    results = hybrid.batch_search(None, qids, inputs, k=args.k, threads=args.threads)
     dt = time.perf_counter() - t0
     write_run(args.output, results)
     how = f"rrf k={args.rrf_k:g}" if args.fusion == "rrf" else \
