@@ -24,6 +24,8 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Mapping, Sequence, Union
 
+import numpy as np
+
 from lsr.errors import IndexMismatchError, InputError
 from lsr.io import Hit
 from lsr.retrieval import query_ids
@@ -154,9 +156,10 @@ class ImpactSearcher:
 
     def _direct_hits(self, found: tuple[list[str], list[float]]) -> list[Hit]:
         docids, raw = found
-        integers = list(map(round, raw))  # Lucene sums integer impacts: the float is a whole number
+        whole = np.rint(np.asarray(raw, dtype=np.float64))  # Lucene sums integer impacts: whole numbers
+        integers = whole.astype(np.int64).tolist()
         q = self.meta.quantization
-        scores = [i / (q.scale * q.scale) for i in integers] if q is not None else raw
+        scores = (whole / (q.scale * q.scale)).tolist() if q is not None else list(raw)
         return list(map(Hit, docids, scores, range(1, len(docids) + 1), integers))
 
     def _all_hits(self, out, qids: Sequence[str]) -> dict[str, list[Hit]]:

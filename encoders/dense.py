@@ -35,9 +35,10 @@ from tqdm.auto import tqdm
 
 from lsr.errors import EnvironmentProblem, InputError
 from lsr.inputs import as_inputs, load_image
+from lsr.threads import intra_op_threads
 
 from .registry import _package_dir, register_alias, resolve
-from .splade import check_batching, intra_op_threads, pick_device, pick_dtype
+from .splade import check_batching, pick_device, pick_dtype
 
 register_alias(
     "minilm", "dense",

@@ -31,7 +31,6 @@ import os
 import queue
 import threading
 from collections import deque
-from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
@@ -44,6 +43,7 @@ from tqdm.auto import tqdm
 from lsr.errors import EnvironmentProblem, InputError
 from lsr.pooling import log_saturation
 from lsr.sparse import SparseBatch
+from lsr.threads import intra_op_threads
 from lsr.vocab import Vocabulary
 
 from .graphs import GraphedFunction
@@ -93,20 +93,6 @@ def load_masked_lm(model: str, dtype: torch.dtype, what: str = "model"):
     except OSError as e:
         hint = "" if loc.is_local else " (hub models need network access or a local copy: pass a directory)"
         raise EnvironmentProblem(f"cannot load {what} {model!r} from {loc.source}: {e}{hint}") from None
-
-
-@contextmanager
-def intra_op_threads(n: int | None):
-    """Run the block with ``n`` torch intra-op threads (``None``: unchanged), then restore the setting."""
-    old = torch.get_num_threads()
-    if n is None or n == old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def default_batch_size(device: torch.device) -> int:

@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="TREC run file to write")
     p.add_argument("--k", type=int, default=1000)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--query-mode", choices=["model", "inference-free"], default="model",
+                   help="model: encode queries with --model; inference-free: no forward pass, the query's own word "
+                        "pieces (--model's tokenizer, no weights) weighted by their IDF in the index (for indexes "
+                        "built with document-side expansion)")
     h = p.add_argument_group("hybrid reranking (dense or MLLM models over the sparse candidates)")
     h.add_argument("--rerank", action="append", default=[], metavar="STORE|MODEL=STORE",
                    help="an embedding store built by `lsr embed` (its model encodes the queries), or MODEL=STORE "
@@ -204,6 +208,9 @@ def cmd_search(args) -> int:
 
     if bool(args.queries) == bool(args.query_vectors):
         raise InputError("give either --queries (with --model) or --query-vectors")
+    if args.query_mode == "inference-free" and not args.queries:
+        raise InputError("--query-mode inference-free encodes query texts: give --queries and --model (for its "
+                         "tokenizer) instead of --query-vectors")
     searcher = _open_retriever(args.index)
     if args.queries:
         if not args.model:
@@ -211,7 +218,7 @@ def cmd_search(args) -> int:
         from encoders.pipeline import record_inputs
 
         records = read_queries(args.queries)
-        encoder = _load_encoder(args)
+        encoder = _load_query_encoder(args, searcher)
         searcher.check_encoder(encoder.name, encoder.vocab.fingerprint)
         inputs = record_inputs(encoder, records)
         qids = [r.id for r in records]
@@ -234,6 +241,21 @@ def cmd_search(args) -> int:
     if empty:
         print(f"{len(empty)} queries matched nothing (e.g. {', '.join(empty[:5])})", file=sys.stderr)
     return 0
+
+
+def _load_query_encoder(args, searcher):
+    """``--model``'s encoder, or with ``--query-mode inference-free`` its tokenizer weighted by the index's IDF."""
+    if args.query_mode != "inference-free":
+        return _load_encoder(args)
+    from .errors import InputError
+
+    if not hasattr(searcher, "document_frequencies"):
+        raise InputError(f"--query-mode inference-free reads document frequencies from a Lucene index; {args.index} "
+                         "is not one (search it with --query-mode model)")
+    from encoders.inference_free import InferenceFreeEncoder
+
+    return InferenceFreeEncoder(args.model, doc_freqs=searcher.document_frequencies, num_docs=searcher.num_docs,
+                                max_length=args.max_length)
 
 
 def _load_reranker(spec: str, args):
