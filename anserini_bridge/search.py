@@ -6,13 +6,22 @@ are plain Python :class:`~lsr.io.Hit` values; the float ``score`` is the
 integer Lucene score divided by ``scale**2``, and ``impact_score`` keeps the
 integer.
 
-Crossings between Python and Java are few and independent of the number of
-terms and hits: a batch of queries travels as one JSON text that Jackson (in
-the Anserini jar) turns into the ``List<Map<String, Integer>>`` that
+Each query is searched directly (:class:`_DirectSearch`): Anserini's query
+generator and impact similarity on Lucene's own top-k search, the query in
+and the hits out as one JSON text each (through Jackson, in the Anserini jar),
+and document ids from a table read once from the index, so no stored document
+is loaded and no per-hit Java object crosses into Python. The ranking is
+Anserini's: score, then id for ties. ``batch_search`` runs its queries one
+after another this way; on Cranfield at k = 1000 a query costs a fraction of
+Anserini's own ``search``, which loads every hit's stored document.
+
+When the jar lacks what the direct path needs, Anserini's ``search`` and
+``batch_search`` are used: a batch of queries travels as one JSON text that
+Jackson turns into the ``List<Map<String, Integer>>`` that
 ``SimpleImpactSearcher.batch_search`` takes, and all results come back as one
-JSON text. The search itself is Anserini's, unchanged. Non-ASCII text is
-escaped on both sides, so every token and document id arrives intact. When
-the jar has no Jackson, queries are built term by term instead.
+JSON text. Non-ASCII text is escaped on both sides, so every token and
+document id arrives intact. When the jar has no Jackson, queries are built
+term by term instead.
 """
 
 from __future__ import annotations
@@ -196,9 +205,13 @@ class ImpactSearcher:
         self, queries: Query | Sequence[Mapping[str, int]], qids: Sequence[str] | None = None, k: int = 10,
         threads: int | None = None,
     ) -> dict[str, list[Hit]]:
-        """Search many queries on Anserini's thread pool; returns ``{qid: hits}`` in the input order.
+        """Search many queries; returns ``{qid: hits}`` in the input order.
 
-        A query whose vector is empty (after quantization) gets an empty list.
+        Queries run one after another on the direct path (``threads`` is then
+        unused: each costs about what Anserini's thread pool spends loading one
+        query's stored documents); without it, on Anserini's thread pool with
+        ``threads`` threads. A query whose vector is empty (after quantization)
+        gets an empty list.
         """
         qids = query_ids(queries, qids, k)
         ints = self._integer_queries(queries)
