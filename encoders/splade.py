@@ -274,9 +274,11 @@ class SpladeEncoder(EncodeAll):
         mask to build), the model runs once on its word pieces and the pooling
         projects each of them onto the vocabulary into a buffer that is kept
         between calls, so a stream of single queries costs the model's forward
-        pass and little more. Every position is projected: SPLADE's max over
-        positions needs all of them, so the weights are exactly those of
-        :meth:`encode_queries` for the same text (tested on the Cranfield queries).
+        pass and little more. Every position is projected (SPLADE's max over
+        positions needs all of them): the computation is the model's own, and
+        the weights equal :meth:`encode_queries`' for the same text up to
+        float32 rounding, since a padded batch's matrix products sum in another
+        order (see "What is exact" in the README).
         """
         if not isinstance(text, str):
             raise InputError(f"expected a text (str), got {type(text).__name__}")
