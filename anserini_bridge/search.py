@@ -243,7 +243,9 @@ class ImpactSearcher:
             reader, utils = direct.reader, direct._utils
         else:
             utils = jvm.autoclass("io.anserini.index.IndexReaderUtils")
-            reader = utils.getReader(str(self.index_dir))
+            if getattr(self, "_df_reader", None) is None:
+                self._df_reader = utils.getReader(str(self.index_dir))
+            reader = self._df_reader
         return [int(utils.getDF(reader, str(t))) for t in tokens]
 
     # ---------------------------------------------------------- stored data
@@ -269,6 +271,8 @@ class ImpactSearcher:
     def close(self) -> None:
         if self._direct:
             self._direct.close()
+        if getattr(self, "_df_reader", None) is not None:
+            self._df_reader.close()
         self._searcher.close()
 
     def __enter__(self):
@@ -444,6 +448,8 @@ class _DirectSearch:
 
     def search(self, q: Mapping[str, int], k: int) -> tuple[list[str], list[float]]:
         """``(docids, float Lucene scores)`` of the top ``k``, best first, in Anserini's order."""
+        if self.max_doc == 0:
+            return [], []
         query = self._query(q)
         n = min(k + 1, self.max_doc)
         top = self._top(query, n)
