@@ -6,22 +6,35 @@ are plain Python :class:`~lsr.io.Hit` values; the float ``score`` is the
 integer Lucene score divided by ``scale**2``, and ``impact_score`` keeps the
 integer.
 
-Crossings between Python and Java are few and independent of the number of
-terms and hits: a batch of queries travels as one JSON text that Jackson (in
-the Anserini jar) turns into the ``List<Map<String, Integer>>`` that
+Each query is searched directly (:class:`_DirectSearch`): Anserini's query
+generator and impact similarity on Lucene's own top-k search, the query in
+and the hits out as one JSON text each (through Jackson, in the Anserini jar),
+and document ids from a table read once from the index, so no stored document
+is loaded and no per-hit Java object crosses into Python. The ranking is
+Anserini's: score, then id for ties. ``batch_search`` runs its queries one
+after another this way; on Cranfield at k = 1000 a query costs a fraction of
+Anserini's own ``search``, which loads every hit's stored document.
+
+When the jar lacks what the direct path needs, Anserini's ``search`` and
+``batch_search`` are used: a batch of queries travels as one JSON text that
+Jackson turns into the ``List<Map<String, Integer>>`` that
 ``SimpleImpactSearcher.batch_search`` takes, and all results come back as one
-JSON text. The search itself is Anserini's, unchanged. Non-ASCII text is
-escaped on both sides, so every token and document id arrives intact. When
-the jar has no Jackson, queries are built term by term instead.
+JSON text. Non-ASCII text is escaped on both sides, so every token and
+document id arrives intact. When the jar has no Jackson, queries are built
+term by term instead.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
+from operator import itemgetter
 from pathlib import Path
 from typing import Mapping, Sequence, Union
+
+import numpy as np
 
 from lsr.errors import IndexMismatchError, InputError
 from lsr.io import Hit
@@ -86,6 +99,7 @@ class ImpactSearcher:
         self._json = _JsonBridge.create()
         self._clause_limit = 1024
         self._store = VectorStore(self.index_dir / DOCVECTORS_DIR) if self.meta.stored_vectors else None
+        self._direct: _DirectSearch | None | bool = None  # False: not available in this jar
 
     # ----------------------------------------------------------------- checks
     @property
@@ -113,8 +127,10 @@ class ImpactSearcher:
             if self.meta.quantization is None:
                 self.check_encoder(None, None)
             self.check_encoder(None, queries.vocab.fingerprint)
-            q = self.meta.quantization.quantize(queries)
-            out = [{k: int(v) for k, v in q.to_dict(i).items()} for i in range(len(q))]
+            impacts = self.meta.quantization.impacts(queries.values).tolist()
+            tokens, cols, bounds = queries.vocab.tokens, queries.indices.tolist(), queries.indptr.tolist()
+            out = [{tokens[cols[j]]: impacts[j] for j in range(bounds[i], bounds[i + 1]) if impacts[j] > 0}
+                   for i in range(len(bounds) - 1)]
         else:
             out = []
             for i, d in enumerate(queries):
@@ -171,6 +187,27 @@ class ImpactSearcher:
     def _hits(self, scored) -> list[Hit]:
         return [self._hit_of(rank, sd.docid, float(sd.score)) for rank, sd in enumerate(scored, 1)]
 
+    def _direct_search(self) -> "_DirectSearch | None":
+        """The direct Lucene path (see :class:`_DirectSearch`), or ``None`` when this jar lacks what it needs."""
+        if self._direct is None:
+            self._direct = _DirectSearch.create(self.index_dir) or False
+        return self._direct or None
+
+    def _direct_hits(self, found: tuple[list[str], list[float]]) -> list[Hit]:
+        docids, raw = found
+        whole = np.rint(np.asarray(raw, dtype=np.float64))  # Lucene sums integer impacts: whole numbers
+        integers = whole.astype(np.int64).tolist()
+        q = self.meta.quantization
+        scores = (whole / (q.scale * q.scale)).tolist() if q is not None else list(raw)
+        # Hit is a frozen dataclass, whose __init__ sets each field through object.__setattr__; filling the
+        # instance dict directly gives equal objects at half the cost, which counts at k = 1000
+        new, out = object.__new__, []
+        for rank, (docid, score, integer) in enumerate(zip(docids, scores, integers), 1):
+            hit = new(Hit)
+            hit.__dict__.update(docid=docid, score=score, rank=rank, impact_score=integer)
+            out.append(hit)
+        return out
+
     def _all_hits(self, out, qids: Sequence[str]) -> dict[str, list[Hit]]:
         """Hits of every query from ``batch_search``'s ``Map<String, ScoredDoc[]>``."""
         data = self._json.hits(out) if self._json is not None else None
@@ -192,6 +229,9 @@ class ImpactSearcher:
             q = self._integer_queries([query])[0]
         if not q:
             return []
+        direct = self._direct_search()
+        if direct is not None:
+            return self._direct_hits(direct.search(q, int(k)))
         if k > _FIELD_BY_FIELD_MAX_K and self._json is not None and self._json.docid_first is not None:
             # many hits: through the batch entry point, whose results stay a Java map and are read in one piece
             out = self._searcher.batch_search(self._java_queries([q]), self._java_strings(["q"]), int(k), 1)
@@ -202,21 +242,41 @@ class ImpactSearcher:
         self, queries: Query | Sequence[Mapping[str, int]], qids: Sequence[str] | None = None, k: int = 10,
         threads: int | None = None,
     ) -> dict[str, list[Hit]]:
-        """Search many queries on Anserini's thread pool; returns ``{qid: hits}`` in the input order.
+        """Search many queries; returns ``{qid: hits}`` in the input order.
 
-        A query whose vector is empty (after quantization) gets an empty list.
+        Queries run one after another on the direct path (``threads`` is then
+        unused: each costs about what Anserini's thread pool spends loading one
+        query's stored documents); without it, on Anserini's thread pool with
+        ``threads`` threads. A query whose vector is empty (after quantization)
+        gets an empty list.
         """
         qids = query_ids(queries, qids, k)
         ints = self._integer_queries(queries)
         asked = [(qid, q) for qid, q in zip(qids, ints) if q]
         results = {qid: [] for qid in qids}
-        if asked:
+        direct = self._direct_search() if asked else None
+        if direct is not None:
+            for qid, q in asked:
+                results[qid] = self._direct_hits(direct.search(q, int(k)))
+        elif asked:
             threads = threads or os.cpu_count() or 1
             jq = self._java_queries([q for _, q in asked])
             jids = self._java_strings([qid for qid, _ in asked])
             out = self._searcher.batch_search(jq, jids, int(k), int(threads))
             results.update(self._all_hits(out, [qid for qid, _ in asked]))
         return results
+
+    def document_frequencies(self, tokens: Sequence[str]) -> list[int]:
+        """How many documents of the index contain each token (from Lucene's postings of the impact field)."""
+        direct = self._direct_search()
+        if direct is not None:
+            reader, utils = direct.reader, direct._utils
+        else:
+            utils = jvm.autoclass("io.anserini.index.IndexReaderUtils")
+            if getattr(self, "_df_reader", None) is None:
+                self._df_reader = utils.getReader(str(self.index_dir))
+            reader = self._df_reader
+        return [int(utils.getDF(reader, str(t))) for t in tokens]
 
     # ---------------------------------------------------------- stored data
     def _stored(self, docid: str) -> dict:
@@ -270,6 +330,10 @@ class ImpactSearcher:
         return self._stored(docid).get("contents", "")
 
     def close(self) -> None:
+        if self._direct:
+            self._direct.close()
+        if getattr(self, "_df_reader", None) is not None:
+            self._df_reader.close()
         if getattr(self, "_reader", None) is not None:
             self._reader.close()
             self._reader = None
@@ -358,3 +422,146 @@ class _JsonBridge:
         if self.docid_first:
             return data
         return {qid: [(d, sc) for sc, d in rows] for qid, rows in data.items()}
+
+
+# Indexes with at most this many documents get their docid table in one piece at the first search;
+# larger ones fetch each docid the first time a hit needs it (and keep it).
+_DOCID_TABLE_MAX_DOCS = 1 << 21
+
+
+class _DirectSearch:
+    """One query against Lucene directly, with the ranking of ``SimpleImpactSearcher.search``.
+
+    Anserini's ``search`` loads every hit's stored document to read its id,
+    which at ``k = 1000`` costs far more than the search itself, and pyjnius
+    then wraps every hit as a Java object. This path builds the same query
+    (Anserini's ``BagOfWordsQueryGenerator`` over the ``contents`` field, the
+    index's ``ImpactSimilarity``), runs Lucene's top-k search on an
+    ``IndexSearcher`` of its own and reads the hits as one JSON text of
+    ``[lucene doc, score]`` pairs. Lucene docs are mapped to ids with a table
+    read once from the ``id`` doc values.
+
+    The order is Anserini's: score descending, ties by id ascending (its sort
+    ``FIELD_SCORE, id``). Lucene's plain top-k breaks ties by Lucene doc instead,
+    so when the k-th score is tied the search asks for more hits until the
+    tie is complete, and ties are then ordered by id.
+    """
+
+    def __init__(self, index_dir: Path):
+        A = jvm.autoclass
+        reader = A("org.apache.lucene.index.DirectoryReader").open(
+            A("org.apache.lucene.store.FSDirectory").open(A("java.nio.file.Paths").get(str(index_dir))))
+        self.reader = reader
+        self.searcher = A("org.apache.lucene.search.IndexSearcher")(
+            reader, signature="(Lorg/apache/lucene/index/IndexReader;)V")
+        self.searcher.setSimilarity(A("io.anserini.search.similarity.ImpactSimilarity")())
+        self.max_doc = int(reader.maxDoc())
+
+        Class = A("java.lang.Class")
+        mapper = A("com.fasterxml.jackson.databind.ObjectMapper")()
+        feature = A("com.fasterxml.jackson.core.JsonGenerator$Feature")
+        mapper.getFactory().configure(feature.ESCAPE_NON_ASCII, True)
+        HashSet = A("java.util.HashSet")
+        Ignorals = A("com.fasterxml.jackson.annotation.JsonIgnoreProperties$Value")
+        Format = A("com.fasterxml.jackson.annotation.JsonFormat$Value")
+        Shape = A("com.fasterxml.jackson.annotation.JsonFormat$Shape")
+
+        def ignore(cls_name: str, *names: str):
+            s = HashSet()
+            for n in names:
+                s.add(n)
+            override = mapper.configOverride(Class.forName(cls_name))
+            override.setIgnorals(Ignorals.forIgnoredProperties(s))
+            return override
+
+        ignore("org.apache.lucene.search.TopDocs", "totalHits")
+        ignore("org.apache.lucene.search.TopFieldDocs", "totalHits", "fields")
+        ignore("org.apache.lucene.search.ScoreDoc", "shardIndex").setFormat(Format.forShape(Shape.ARRAY))
+        ignore("org.apache.lucene.search.FieldDoc", "shardIndex", "score")
+        ignore("org.apache.lucene.util.BytesRef", "valid")
+        self.mapper = mapper
+        # Map<String, Float>: the generator reads the query's weights as Float
+        self.query_reader = mapper.readerForMapOf(Class.forName("java.lang.Float"))
+        self.generator = A("io.anserini.search.query.BagOfWordsQueryGenerator")()
+        # the order of a hit's two fields in the JSON array
+        probe = json.loads(mapper.writeValueAsString(A("org.apache.lucene.search.ScoreDoc")(7, 2.5)))
+        if probe == [7, 2.5]:
+            self.doc_first = True
+        elif probe == [2.5, 7]:
+            self.doc_first = False
+        else:
+            raise ValueError(f"unexpected ScoreDoc JSON {probe!r}")
+        self._docids: list[str] | None = None
+        self._lazy: dict[int, str] = {}
+        self._utils = A("io.anserini.index.IndexReaderUtils")
+
+    @classmethod
+    def create(cls, index_dir: Path) -> "_DirectSearch | None":
+        try:
+            return cls(index_dir)
+        except Exception:  # noqa: BLE001 - a jar without these classes: Anserini's own search is used
+            return None
+
+    def _query(self, q: Mapping[str, int]):
+        return self.generator.buildQuery("contents", self.query_reader.readValue(json.dumps(q)))
+
+    def _top(self, query, n: int) -> list[list]:
+        """``[[score, lucene doc], ...]`` of the plain top ``n`` (score descending, ties by Lucene doc)."""
+        data = json.loads(self.mapper.writeValueAsString(self.searcher.search(query, n)))["scoreDocs"]
+        return [[sc, d] for d, sc in data] if self.doc_first else data
+
+    def search(self, q: Mapping[str, int], k: int) -> tuple[list[str], list[float]]:
+        """``(docids, float Lucene scores)`` of the top ``k``, best first, in Anserini's order."""
+        if self.max_doc == 0:
+            return [], []
+        query = self._query(q)
+        n = min(k + 1, self.max_doc)
+        top = self._top(query, n)
+        # a full page whose last hit ties with the k-th: documents with that score may be missing
+        while len(top) == n and n < self.max_doc and top[-1][0] == top[k - 1][0]:
+            n = min(self.max_doc, 2 * n)
+            top = self._top(query, n)
+        scores = [sc for sc, _ in top]
+        docids = self._ids([d for _, d in top])
+        if any(a == b for a, b in zip(scores, scores[1:])):
+            # ties by id (Anserini's second sort key); Python's sort is stable, reversed or not
+            pairs = sorted(zip(docids, scores), key=itemgetter(0))
+            pairs.sort(key=itemgetter(1), reverse=True)
+            docids = [d for d, _ in pairs]
+            scores = [sc for _, sc in pairs]
+        return docids[:k], scores[:k]
+
+    # ------------------------------------------------------------ docids
+    def _ids(self, docs: list[int]) -> list[str]:
+        table = self._docids
+        if table is None and self.max_doc <= _DOCID_TABLE_MAX_DOCS:
+            table = self._docids = self._read_docid_table()
+        if table is not None:
+            return [table[d] for d in docs]
+        lazy = self._lazy
+        out = []
+        for d in docs:
+            docid = lazy.get(d)
+            if docid is None:
+                docid = lazy[d] = str(self._utils.convertLuceneDocidToDocid(self.reader, int(d)))
+            out.append(docid)
+        return out
+
+    def _read_docid_table(self) -> list[str]:
+        """Every Lucene doc's id, from one search over all documents sorted by the ``id`` doc values."""
+        A = jvm.autoclass
+        SortField = A("org.apache.lucene.search.SortField")
+        sort = A("org.apache.lucene.search.Sort")(SortField("id", A("org.apache.lucene.search.SortField$Type").STRING_VAL))
+        found = self.searcher.search(A("org.apache.lucene.search.MatchAllDocsQuery")(), max(1, self.max_doc), sort)
+        table = [""] * self.max_doc
+        for row in json.loads(self.mapper.writeValueAsString(found))["scoreDocs"]:
+            ref = row["fields"][0]
+            raw = base64.b64decode(ref["bytes"])
+            table[row["doc"]] = raw[ref["offset"]:ref["offset"] + ref["length"]].decode("utf-8")
+        return table
+
+    def close(self) -> None:
+        try:
+            self.reader.close()
+        except Exception:  # noqa: BLE001
+            pass

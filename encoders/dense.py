@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from lsr.errors import EnvironmentProblem, InputError
 from lsr.inputs import as_inputs, load_image
+from lsr.threads import intra_op_threads
 
 from .image_text import TowerEmbedder, is_tower_embedder_dir
 from .registry import _package_dir, check_loadable, register_alias, resolve
@@ -80,13 +81,21 @@ class SentenceEmbedder:
         document_prefix: str = "",
         progress: bool = False,
         st_model=None,
+        query_threads: int | None = 1,
     ):
-        """Load ``model`` (alias, ``hf:ORG/NAME`` or a directory), or wrap a ``SentenceTransformer`` object."""
+        """Load ``model`` (alias, ``hf:ORG/NAME`` or a directory), or wrap a ``SentenceTransformer`` object.
+
+        ``query_threads``: torch intra-op threads when one query is encoded on
+        the CPU (default 1, see :class:`encoders.splade.SpladeEncoder`).
+        """
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         check_batching(max_length, batch_size)
         self.batch_size = batch_size
         self.progress = progress
+        if query_threads is not None and query_threads < 1:
+            raise InputError(f"query_threads must be positive, got {query_threads}")
+        self.query_threads = query_threads
         self.query_prefix, self.document_prefix = query_prefix, document_prefix
         self.name = model
         if st_model is None:
@@ -125,10 +134,25 @@ class SentenceEmbedder:
                 "document_prefix": self.document_prefix}
 
     def encode_queries(self, inputs: Sequence[Any]) -> np.ndarray:
-        return self._encode(_texts_only(inputs, self.name), self.query_prefix)
+        texts = _texts_only(inputs, self.name)
+        if len(texts) == 1:
+            return self._encode_one(self.query_prefix + texts[0])
+        return self._encode(texts, self.query_prefix)
 
     def encode_documents(self, inputs: Sequence[Any]) -> np.ndarray:
         return self._encode(_texts_only(inputs, self.name), self.document_prefix)
+
+    @torch.inference_mode()
+    def _encode_one(self, text: str) -> np.ndarray:
+        """``[1, dim]`` for one text: the model's own tokenization and forward pass, without ``encode``'s
+        batching (sorting, progress, per-call checks), on ``query_threads`` threads."""
+        model = self.model
+        prepare = getattr(model, "preprocess", None) or model.tokenize
+        with intra_op_threads(self.query_threads if self.device.type == "cpu" else None):
+            features = prepare([text])
+            features = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+            emb = model(features)["sentence_embedding"]
+            return _l2_normalize(emb).cpu().numpy().astype(np.float32, copy=False)
 
     @torch.inference_mode()
     def _encode(self, texts: list[str], prefix: str) -> np.ndarray:

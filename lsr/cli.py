@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bm25-k1", type=float, default=0.9, help="BM25 index: k1 (default 0.9)")
     p.add_argument("--bm25-b", type=float, default=0.4, help="BM25 index: b (default 0.4)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--query-mode", choices=["model", "inference-free"], default="model",
+                   help="model: encode queries with --model; inference-free: no forward pass, the query's own word "
+                        "pieces (--model's tokenizer, no weights) weighted by their IDF in the index (for indexes "
+                        "built with document-side expansion)")
     h = p.add_argument_group("hybrid reranking (dense or MLLM models over the sparse candidates)")
     h.add_argument("--rerank", action="append", default=[], metavar="STORE|MODEL=STORE",
                    help="an embedding store built by `lsr embed` (its model encodes the queries), or MODEL=STORE "
@@ -244,6 +248,9 @@ def cmd_search(args) -> int:
 
     if bool(args.queries) == bool(args.query_vectors):
         raise InputError("give either --queries (with --model) or --query-vectors")
+    if args.query_mode == "inference-free" and not args.queries:
+        raise InputError("--query-mode inference-free encodes query texts: give --queries and --model (for its "
+                         "tokenizer) instead of --query-vectors")
     searcher = _open_retriever(args.index, args.scale, (args.bm25_k1, args.bm25_b))
     from .embstore import EmbeddingStore
 
@@ -256,18 +263,19 @@ def cmd_search(args) -> int:
         from encoders.pipeline import record_inputs
 
         records = read_queries(args.queries)
-        encoder = _load_encoder(args)
+        encoder = _load_query_encoder(args, searcher)
         searcher.check_encoder(encoder.name, encoder.vocab.fingerprint)
         inputs = record_inputs(encoder, records)
-        queries = encoder.encode_queries(inputs, ids=[r.id for r in records])
-        qids = list(queries.ids)
+        qids = [r.id for r in records]
+        # hybrid search encodes each query as it searches it, so its latency breakdown includes the encoding
+        queries = None if args.rerank else encoder.encode_queries(inputs, ids=qids)
     else:
         qids, queries, qinfo = read_query_vectors(args.query_vectors)
         check_query_vectors(searcher.meta, qinfo, str(args.index), str(args.query_vectors))
     if args.rerank:
         if not args.queries:
             raise InputError("--rerank needs the query texts (--queries with --model), not --query-vectors")
-        return _hybrid_search(args, searcher, queries, qids, inputs)
+        return _hybrid_search(args, searcher, encoder, qids, inputs)
     t0 = time.perf_counter()
     results = searcher.batch_search(queries, qids, k=args.k, threads=args.threads)
     dt = time.perf_counter() - t0
@@ -310,7 +318,7 @@ def _text_search(args, searcher) -> int:
         what = f"exhaustive dense search of {searcher.path} ({encoder.name})"
     else:
         if args.rerank:
-            return _hybrid_search(args, searcher, texts, qids, texts)
+            return _hybrid_search(args, searcher, None, qids, texts, queries=texts)
         t0 = time.perf_counter()
         results = searcher.batch_search(texts, qids, k=args.k, threads=args.threads)
         what = f"BM25 k1={searcher.k1:g} b={searcher.b:g}"
@@ -318,6 +326,21 @@ def _text_search(args, searcher) -> int:
     write_run(args.output, results)
     print(f"searched {len(qids)} queries in {dt:.2f}s ({what}) -> {args.output}", file=sys.stderr)
     return 0
+
+
+def _load_query_encoder(args, searcher):
+    """``--model``'s encoder, or with ``--query-mode inference-free`` its tokenizer weighted by the index's IDF."""
+    if args.query_mode != "inference-free":
+        return _load_encoder(args)
+    from .errors import InputError
+
+    if not hasattr(searcher, "document_frequencies"):
+        raise InputError(f"--query-mode inference-free reads document frequencies from a Lucene index; {args.index} "
+                         "is not one (search it with --query-mode model)")
+    from encoders.inference_free import InferenceFreeEncoder
+
+    return InferenceFreeEncoder(args.model, doc_freqs=searcher.document_frequencies, num_docs=searcher.num_docs,
+                                max_length=args.max_length)
 
 
 def _load_reranker(spec: str, args):
@@ -339,13 +362,17 @@ def _load_reranker(spec: str, args):
     return Reranker(encoder, store, missing=args.rerank_missing)
 
 
-def _hybrid_search(args, searcher, queries, qids, inputs) -> int:
+def _hybrid_search(args, searcher, encoder, qids, inputs, queries=None) -> int:
+    """Hybrid search; the first stage's queries are encoded one at a time by ``encoder``, or given (BM25 texts)."""
     from .hybrid import STAGES, HybridSearcher
     from .io import write_run
 
     rerankers = [_load_reranker(spec, args) for spec in args.rerank]
+    if encoder is not None:
+        encoder.progress = False  # one query at a time: the hybrid search has its own progress bar
     hybrid = HybridSearcher(searcher, rerankers, args.fusion, k0=args.k0, rrf_k=args.rrf_k, alpha=args.alpha,
-                            norm=args.norm, dense_candidates=args.dense_candidates, progress=True)
+                            norm=args.norm, dense_candidates=args.dense_candidates, progress=True,
+                            sparse_encoder=encoder)
     t0 = time.perf_counter()
     results = hybrid.batch_search(queries, qids, inputs, k=args.k, threads=args.threads)
     dt = time.perf_counter() - t0

@@ -30,6 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import IndexMismatchError, InputError
+from .threads import intra_op_threads
 
 STORE_META = "lsr-embeddings.json"
 MATRIX_FILE = "embeddings.npy"
@@ -146,6 +147,7 @@ def dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     (A numpy BLAS product between two encoder calls leaves its own threads
     spinning and slows the next encoder call severalfold on many-core CPUs.)
+    Small products run on one thread (see :mod:`lsr.threads`).
     """
     import warnings
 
@@ -154,7 +156,13 @@ def dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # read-only memory maps are only read
         ta, tb = torch.from_numpy(np.asarray(a, dtype=np.float32)), torch.from_numpy(np.asarray(b, dtype=np.float32))
-    return (ta @ tb).numpy()
+    small = ta.shape[0] * ta.shape[-1] * (tb.shape[-1] if tb.dim() > 1 else 1) <= _ONE_THREAD_MACS
+    with intra_op_threads(1 if small else None):
+        return (ta @ tb).numpy()
+
+
+# Products up to this many multiply-adds (a query against a few thousand stored rows) run on one thread.
+_ONE_THREAD_MACS = 1 << 22
 
 
 class EmbeddingStore:

@@ -17,9 +17,10 @@ missed can still be found. Every candidate is scored by every reranker (dot
 product with the stored, normalised embedding); the sparse run and the dense
 runs are fused and the top ``k`` kept.
 
-Timings are kept per query in :attr:`HybridSearcher.timings`: first stage,
-dense query encoding, embedding lookup and scoring, exhaustive dense search
-and fusion. With ``batch_size=1`` (the default) queries are processed one at
+Timings are kept per query in :attr:`HybridSearcher.timings`: sparse query
+encoding (when the searcher is given a ``sparse_encoder`` and encodes each
+query itself), first stage, dense query encoding (``query_encoding``),
+embedding lookup and scoring, exhaustive dense search and fusion. With ``batch_size=1`` (the default) queries are processed one at
 a time and each time is that query's own; with larger batches a batch's time
 is divided evenly among its queries.
 """
@@ -39,7 +40,7 @@ from .errors import InputError
 from .fusion import fusion_function
 from .io import Hit
 
-STAGES = ("first_stage", "query_encoding", "lookup", "dense_search", "fusion")
+STAGES = ("sparse_encoding", "first_stage", "query_encoding", "lookup", "dense_search", "fusion")
 
 
 @dataclass
@@ -69,6 +70,7 @@ class QueryTiming:
     """Seconds spent on one query in each stage."""
 
     qid: str
+    sparse_encoding: float = 0.0
     first_stage: float = 0.0
     query_encoding: float = 0.0
     lookup: float = 0.0
@@ -95,6 +97,7 @@ class HybridSearcher:
     dense_candidates: int = 0
     batch_size: int = 1
     progress: bool = False
+    sparse_encoder: Any = None
     timings: list[QueryTiming] = field(default_factory=list)
 
     def __post_init__(self):
@@ -119,16 +122,22 @@ class HybridSearcher:
         """Hybrid results ``{qid: [Hit]}`` (top ``k``) for every query, in input order.
 
         ``queries`` is what the first stage searches with (a
-        :class:`~lsr.sparse.SparseBatch` or a list of ``{token: int}``);
-        ``inputs`` are the same queries for the dense encoders (strings or
-        :class:`~lsr.inputs.Input`). Timings replace :attr:`timings`.
+        :class:`~lsr.sparse.SparseBatch` or a list of ``{token: int}``), or
+        ``None``: then :attr:`sparse_encoder` encodes each batch of ``inputs``
+        as it is searched (``encode_queries``), and that time is the
+        ``sparse_encoding`` stage. ``inputs`` are the same queries for the
+        dense encoders (strings or :class:`~lsr.inputs.Input`). Timings
+        replace :attr:`timings`.
         """
         qids = [str(q) for q in qids]
         if len(set(qids)) != len(qids):
             raise InputError("query ids must be unique")
         if len(inputs) != len(qids):
             raise InputError(f"{len(inputs)} dense query inputs for {len(qids)} query ids")
-        if len(queries) != len(qids):
+        if queries is None:
+            if self.sparse_encoder is None:
+                raise InputError("no first-stage queries given and no sparse_encoder to encode the inputs")
+        elif len(queries) != len(qids):
             raise InputError(f"{len(queries)} first-stage queries for {len(qids)} query ids")
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
@@ -137,8 +146,8 @@ class HybridSearcher:
         bar = tqdm(total=len(qids), unit="query", desc="hybrid search", disable=not self.progress)
         for start in range(0, len(qids), self.batch_size):
             idx = list(range(start, min(start + self.batch_size, len(qids))))
-            results.update(self._search_batch(_select(queries, idx), [qids[i] for i in idx],
-                                              [inputs[i] for i in idx], k, threads))
+            part = None if queries is None else _select(queries, idx)
+            results.update(self._search_batch(part, [qids[i] for i in idx], [inputs[i] for i in idx], k, threads))
             bar.update(len(idx))
         bar.close()
         return results
@@ -146,6 +155,10 @@ class HybridSearcher:
     def _search_batch(self, queries, qids: list[str], inputs: list[Any], k: int, threads) -> dict[str, list[Hit]]:
         n = len(qids)
         t = {s: 0.0 for s in STAGES}
+        if queries is None:
+            t0 = time.perf_counter()
+            queries = self.sparse_encoder.encode_queries(inputs, ids=qids)
+            t["sparse_encoding"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         first = self.first_stage.batch_search(queries, qids, k=self.k0, threads=threads)
         t["first_stage"] = time.perf_counter() - t0

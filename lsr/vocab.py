@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -57,9 +58,9 @@ class Vocabulary:
     def ids_of(self, tokens: Sequence[str]) -> list[int]:
         return [self.id_of(t) for t in tokens]
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """A short, stable hash of the token list, stored with vectors and indexes."""
+        """A short, stable hash of the token list, stored with vectors and indexes (computed once)."""
         h = hashlib.sha256("\n".join(self.tokens).encode("utf-8")).hexdigest()
         return f"sha256:{h[:16]}"
 

@@ -181,12 +181,15 @@ def test_json_bridged_search_equals_term_by_term_search(unicode_index):
     ints[1] = {}
     with ImpactSearcher(root / "idx") as s:
         assert s._json is not None and s._json.docid_first is not None
+        assert s._direct_search() is not None
         fast = s.batch_search(ints, [f"q{i}" for i in range(30)], k=20, threads=2)
         one = s.search(ints[0], k=20)
+        direct, s._direct = s._direct, False  # Anserini's own search, results read through JSON
+        bridged = s.batch_search(ints, [f"q{i}" for i in range(30)], k=20, threads=2)
         bridge, s._json = s._json, None  # the term-by-term path of earlier versions
         slow = s.batch_search(ints, [f"q{i}" for i in range(30)], k=20, threads=2)
-        s._json = bridge
-    assert fast == slow and fast["q1"] == []
+        s._json, s._direct = bridge, direct
+    assert fast == slow == bridged and fast["q1"] == []
     assert one == fast["q0"] and any("😀" in h.docid for h in one)
     # scores are the exact integer dot products
     dense = docs.to_scipy()
@@ -194,6 +197,23 @@ def test_json_bridged_search_equals_term_by_term_search(unicode_index):
     for h in one:
         row = dense[docs.ids.index(h.docid)].toarray()[0]
         assert h.impact_score == sum(int(row[col[t]]) * w for t, w in ints[0].items())
+
+
+def test_direct_search_keeps_anserinis_order_of_tied_scores(unicode_index):
+    """Lucene's plain top-k breaks ties by internal doc; Anserini sorts them by id. Small integer weights tie
+    often, also across the k-th hit, where the direct path has to ask Lucene for more."""
+    root, vocab, docs = unicode_index
+    queries = random_vectors(40, 3, vocab, max_weight=2, seed=9, prefix="q")
+    ints = [{t: int(v) for t, v in queries.to_dict(i).items()} for i in range(40)]
+    with ImpactSearcher(root / "idx") as s:
+        for k in (1, 7, 20, 499, 600):
+            direct = [s.search(q, k=k) for q in ints]
+            saved, s._direct = s._direct, False
+            anserini = [s.search(q, k=k) for q in ints]
+            s._direct = saved
+            assert direct == anserini, k
+        scores = [h.impact_score for h in s.search(ints[0], k=600)]
+    assert len(scores) > len(set(scores))  # the queries do produce ties
 
 
 def test_foreign_files_are_validated_and_offsets_noted_in_one_pass(tmp_path):
@@ -244,6 +264,28 @@ def test_search_benchmark(tmp_path):
         assert r[key] > 0, key
     assert r["anserini_qps"] == max(r["anserini_maps_qps"], r["anserini_strings_qps"])
     assert r["exact"] is True and all(r["exact_by_path"].values())
+
+
+@pytest.mark.slow
+def test_query_latency_benchmark(tmp_path, cranfield):
+    from benchmarks import query_latency
+
+    out = tmp_path / "latency.json"
+    assert query_latency.main(["--build-docs", "80", "--limit", "8", "--warmup", "2", "--batch-repeats", "1",
+                               "--k", "50", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["built_cranfield_index"] is True and r["queries"] == 8 and r["k"] == 50
+    for key in ("project_p50_ms", "project_p99_ms", "floor_p50_ms", "pyserini_p50_ms", "inference_free_p50_ms",
+                "project_batch_qps", "pyserini_batch_qps", "bare_search_p50_ms", "forward_1thread_p50_ms",
+                "forward_default_threads_p50_ms", "project_encode_p50_ms", "project_search_p50_ms"):
+        assert r[key] > 0, key
+    assert r["project_p99_ms"] >= r["project_p50_ms"]
+    assert r["floor_p50_ms"] >= r["bare_search_p50_ms"]
+    # exactness, not speed: the direct search returns Anserini's hits for every query
+    assert r["search_exact"] == 8
+    assert 0 <= r["single_equals_batch"] <= 8
+    assert set(r["ndcg@10"]) == {"project", "project_single", "inference_free", "pyserini"}
+    assert all(0 <= v <= 1 for v in r["ndcg@10"].values())
 
 
 @pytest.mark.slow
