@@ -31,6 +31,9 @@ def _load_encoder(args):
     """The sparse encoder named by ``--model``: SPLADE, or a STAIR directory (its text side for text input)."""
     from encoders.registry import resolve
 
+    from .commands.inspect import check_sparse_model
+
+    check_sparse_model(args.model)
     extra = {}
     if resolve(args.model).kind == "stair":
         from encoders.stair import StairEncoder as Encoder
@@ -47,8 +50,32 @@ def _load_encoder(args):
                    **extra)
 
 
+def package_version() -> str:
+    """The installed ``lsr-search`` version; from a source tree that is not installed, setup.py's."""
+    import re
+    from importlib import metadata
+
+    setup_py = Path(__file__).resolve().parent.parent / "setup.py"
+    try:
+        installed = metadata.distribution("lsr-search")
+    except metadata.PackageNotFoundError:
+        installed = None
+    if installed is not None:
+        return installed.version
+    try:
+        m = re.search(r"""\bversion\s*=\s*["']([^"']+)["']""", setup_py.read_text(encoding="utf-8"))
+    except OSError:
+        m = None
+    if m:
+        return m.group(1)
+    from . import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lsr", description="Learned sparse retrieval with Lucene impact indexes.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("encode", help="encode a BEIR JSONL corpus or queries into a vector directory")
@@ -133,6 +160,12 @@ def cmd_encode(args) -> int:
     from .io import read_corpus, read_queries
     from .quantize import Quantizer
 
+    from .commands.inspect import check_sparse_model
+    from .vectors import check_new_output
+
+    # everything that can be checked before the model loads (which takes seconds)
+    check_new_output(Path(args.output), args.overwrite, args.shard_size)
+    check_sparse_model(args.model)
     quantizer = Quantizer(args.scale, args.max_value)
     records = read_corpus(args.input) if args.role == "document" else read_queries(args.input)
     shard, total = None, len(records)
@@ -204,6 +237,7 @@ def cmd_search(args) -> int:
 
     if bool(args.queries) == bool(args.query_vectors):
         raise InputError("give either --queries (with --model) or --query-vectors")
+    _check_search_args(args)
     searcher = _open_retriever(args.index)
     if args.queries:
         if not args.model:
@@ -235,20 +269,49 @@ def cmd_search(args) -> int:
     return 0
 
 
+def _check_search_args(args) -> None:
+    """What ``lsr search`` can check before opening the index or loading a model."""
+    from .errors import InputError
+
+    if args.queries and not args.model:
+        raise InputError("--queries needs --model (the encoder the index was built with)")
+    if args.queries:
+        from .commands.inspect import check_sparse_model
+        from .embstore import STORE_META
+
+        if not (Path(args.index) / STORE_META).is_file():  # an embedding store searched densely takes its model
+            check_sparse_model(args.model)
+        if not Path(args.queries).is_file():
+            raise InputError(f"{args.queries}: queries file not found")
+    if args.rerank and not args.queries:
+        raise InputError("--rerank needs the query texts (--queries with --model), not --query-vectors")
+    for spec in args.rerank:
+        _rerank_spec(spec)
+
+
+def _rerank_spec(spec: str) -> tuple[str | None, str]:
+    """``(model or None, store directory)`` of a ``--rerank`` value; the store must exist."""
+    from .errors import InputError
+
+    if Path(spec).is_dir():
+        return None, spec
+    if "=" in spec:
+        model, _, store_path = spec.partition("=")
+        if not Path(store_path).is_dir():
+            raise InputError(f"--rerank {spec}: embedding store {store_path!r} not found; build it with `lsr embed "
+                             f"--model {model} --input corpus.jsonl --output {store_path}`")
+        return model, store_path
+    raise InputError(f"--rerank {spec!r} is not an embedding store directory; build one with `lsr embed "
+                     f"--model {spec} --input corpus.jsonl --output STORE` and pass --rerank STORE "
+                     f"(or --rerank {spec}=STORE)")
+
+
 def _load_reranker(spec: str, args):
     from encoders.dense import embedder_for_store
     from .embstore import EmbeddingStore
-    from .errors import InputError
     from .hybrid import Reranker
 
-    if Path(spec).is_dir():
-        model, store_path = None, spec
-    elif "=" in spec:
-        model, _, store_path = spec.partition("=")
-    else:
-        raise InputError(f"--rerank {spec!r} is not an embedding store directory; build one with `lsr embed "
-                         f"--model {spec} --input corpus.jsonl --output STORE` and pass --rerank STORE "
-                         f"(or --rerank {spec}=STORE)")
+    model, store_path = _rerank_spec(spec)
     store = EmbeddingStore(store_path)
     encoder = embedder_for_store(store, model or None, device=args.device, batch_size=args.batch_size or 32)
     return Reranker(encoder, store, missing=args.rerank_missing)
@@ -296,6 +359,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    # the imports and the model take several seconds: say so before they start
+    print(f"loading PyTorch, transformers and the {args.model} model ...", flush=True)
     from anserini_bridge.index import build_index
     from anserini_bridge.search import ImpactSearcher
     from encoders.pipeline import encode_to_dir
@@ -334,7 +399,10 @@ COMMANDS = {"encode": cmd_encode, "index": cmd_index, "search": cmd_search, "eva
 
 
 def main(argv=None) -> int:
+    from .errors import use_command_line_wording
+
     args = build_parser().parse_args(argv)
+    use_command_line_wording()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return COMMANDS[args.command](args)
@@ -344,6 +412,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"lsr {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        use_command_line_wording(False)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InputError, option
 from .losses import contrastive_with_flops
 from .pairs import Pair
 from .regularizers import nonzeros, weight_at
@@ -339,7 +339,8 @@ def train(model, pairs: Sequence[Pair], config: TrainConfig) -> TrainResult:
         load_optimizer(optimizer, ckpt / OPTIMIZER_FILE)
         start = int(state["step"])
     elif found and not config.resume:
-        raise InputError(f"{out} already holds checkpoints ({found[-1].name}); pass --resume to continue "
+        raise InputError(f"{out} already holds checkpoints ({found[-1].name}); pass "
+                         f"{option('resume=True', '--resume')} to continue "
                          "or choose a new output directory")
     if start >= config.steps and (out / "final").is_dir():
         last = _last_log(out)
@@ -352,7 +353,7 @@ def train(model, pairs: Sequence[Pair], config: TrainConfig) -> TrainResult:
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if config.bf16
                 else contextlib.nullcontext())
     log = open(out / LOG_FILE, "a", encoding="utf-8")
-    from tqdm.auto import tqdm
+    from lsr.progress import tqdm
 
     bar = tqdm(total=config.steps, initial=start, unit="step", desc=f"stage {config.stage}",
                disable=not config.progress)
