@@ -50,8 +50,9 @@ class _LineWriter:
 
     def write(self, s: str) -> None:
         line = s.replace("\r", "").replace("\x1b[A", "").strip()
-        if line and line != self._last:  # closing redraws the last state once more
-            self._last = line
+        count = line.split(" [", 1)[0]
+        if line and count != self._last:  # one line per count: closing redraws the last one
+            self._last = count
             self._stream.write(line + "\n")
             self._stream.flush()
 
