@@ -271,8 +271,8 @@ def _load_open_clip(model: str, pretrained: str | None, device: torch.device):
     except (OSError, RuntimeError, ValueError) as e:
         if offline:
             raise EnvironmentProblem(f"cannot load open_clip weights {model}@{pretrained}: {offline}, and they are "
-                                     "not in the local cache; download them where the hub is reachable, or pass "
-                                     "the path of a local checkpoint file as the pretrained part") from None
+                                     "not in the local cache; download them where the hub is reachable, or pass a "
+                                     "local checkpoint file as the pretrained part") from None
         hint = " (pretrained tags download weights: without network access pass a local checkpoint file)"
         raise EnvironmentProblem(f"cannot build open_clip model {model!r} with pretrained={pretrained!r}: "
                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}{hint}") from None

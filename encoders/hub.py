@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -35,6 +36,9 @@ def offline_variable() -> str | None:
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if os.environ.get(name, "").strip().lower() in _TRUE:
             return name
+    constants = sys.modules.get("huggingface_hub.constants")  # also when set in code after import
+    if constants is not None and getattr(constants, "HF_HUB_OFFLINE", False):
+        return "HF_HUB_OFFLINE"
     return None
 
 
