@@ -260,3 +260,19 @@ def test_python_api_errors_name_keywords_and_the_cli_names_flags(tmp_path):
     assert "overwrite=True" in str(e.value) and "--overwrite" not in str(e.value)
     out = run_lsr("index", "--input", tmp_path / "vec", "--index", tmp_path / "idx")
     assert out.returncode == 2 and "--overwrite" in out.stderr and "overwrite=True" not in out.stderr
+
+
+@pytest.mark.slow
+def test_readme_python_example_prints_what_the_readme_shows(tmp_path, cranfield):
+    """The "From Python" block of README.md, run as written from a fresh folder, twice."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### From Python", 1)[1]
+    code, after = section.split("```python\n", 1)[1].split("```", 1)
+    expected = after.split("```\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "cranfield").symlink_to(cranfield)
+    (tmp_path / "example.py").write_text(code)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for _ in range(2):  # the second run replaces the first run's vectors and index (overwrite=True)
+        out = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == expected
