@@ -8,6 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["lsr", "lsr.*", "encoders", "encoders.*", "anserini_bridge", "anserini_bridge.*"]),
+    package_data={"anserini_bridge": ["java-logging.properties"]},
     install_requires=[
         # torch 2.14.1 pairs with torchvision 0.29.1 (open_clip needs torchvision; other pairs fail to import)
         "torch==2.14.1",

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from tqdm.auto import tqdm
+from lsr.progress import tqdm
 
-from lsr.errors import EnvironmentProblem, InputError
+from lsr.errors import EnvironmentProblem, InputError, option
 from lsr.quantize import Quantizer
 from lsr.vectors import (META_FILE, OFFSETS_FILE, VectorDirInfo, part_files, scan_vector_files, vector_file_name,
                          write_offsets)
@@ -131,7 +131,7 @@ def build_index(
     """
     dirs = [Path(vecdir)] if isinstance(vecdir, (str, os.PathLike)) else [Path(d) for d in vecdir]
     if not dirs:
-        raise InputError("no vector directory given; pass --input VECDIR")
+        raise InputError(f"no vector directory given; pass {option('a vector directory', '--input VECDIR')}")
     index_dir = Path(index_dir)
     sources = []  # (vector directory, its part files, the names they get in the staging directory)
     for k, d in enumerate(dirs):
@@ -148,7 +148,8 @@ def build_index(
         sources.append((d, parts, names))
     if index_dir.exists():
         if not overwrite:
-            raise InputError(f"{index_dir}: already exists; choose a new path or pass --overwrite")
+            raise InputError(f"{index_dir}: already exists; choose a new path or pass "
+                             f"{option('overwrite=True', '--overwrite')}")
     if len(dirs) > 1:
         from lsr.engines import check_vector_dirs
 

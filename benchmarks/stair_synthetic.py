@@ -187,6 +187,11 @@ def evaluate(encoder, task: Task, top_k: int = 5) -> dict:
     }
 
 
+def log(message: str) -> None:
+    """A progress line on standard error (the table goes to standard output)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def _image_input(im):
     from lsr.inputs import Input
 
@@ -221,11 +226,13 @@ def train_and_evaluate(task: Task, settings: RunSettings, lambda_d: float, workd
         learning_rate=settings.learning_rate, warmup_steps=min(50, settings.steps // 10), lr_schedule="linear",
         temperature=settings.temperature, lambda_q=0.0, lambda_d=lambda_d,
         lambda_warmup_steps=settings.lambda_warmup_steps, weight_decay=0.01, device="cpu", seed=settings.seed,
-        log_every=max(1, settings.steps // 10), save_every=0, keep_checkpoints=1, progress=sys.stderr.isatty(),
+        log_every=max(1, settings.steps // 10), save_every=0, keep_checkpoints=1, progress=True,
     )
     t0 = time.perf_counter()
     result = train(encoder, task.train_pairs, config)
     train_s = time.perf_counter() - t0
+    log(f"lambda_d={lambda_d:g}: trained {settings.steps} steps in {train_s:.0f} s; evaluating on "
+        f"{len(task.test_galleries)} x {len(task.test_combos)} held-out images")
     metrics = evaluate(encoder, task)
     metrics["train_seconds"] = round(train_s, 1)
     metrics["last_log"] = result.last
@@ -237,9 +244,16 @@ def run(settings: RunSettings, flops_off: bool = True) -> dict:
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    log(f"rendering the task: {settings.per_combo} images per training combination, "
+        f"{settings.test_renderings} test renderings")
     task = make_task(settings.seed, settings.per_combo, settings.test_renderings)
+    runs = 2 if flops_off else 1
     with tempfile.TemporaryDirectory(prefix="stair-synthetic-") as tmp:
+        log(f"run 1 of {runs}: FLOPs on (lambda_d={settings.lambda_d:g}), {settings.steps} steps of "
+            f"{settings.batch_size} pairs ({len(task.train_pairs)} pairs)")
         on = train_and_evaluate(task, settings, settings.lambda_d, Path(tmp) / "flops-on")
+        if flops_off:
+            log(f"run 2 of {runs}: FLOPs off (lambda_d=0), {settings.steps} steps")
         off = train_and_evaluate(task, settings, 0.0, Path(tmp) / "flops-off") if flops_off else None
     out = {
         "recall_at_1": on["recall_at_1"],

@@ -25,6 +25,7 @@ Every dense encoder has the same small interface, which the embedding store
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -33,12 +34,13 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from lsr.progress import tqdm
 
 from lsr.errors import EnvironmentProblem, InputError
 from lsr.inputs import as_inputs, load_image
 from lsr.threads import intra_op_threads
 
+from .hub import cache_only, hub_error, hub_unavailable
 from .image_text import TowerEmbedder, is_tower_embedder_dir
 from .registry import _package_dir, check_loadable, register_alias, resolve
 from .splade import check_batching, pick_device, pick_dtype
@@ -112,12 +114,15 @@ class SentenceEmbedder:
                 raise InputError(f"model {model!r} is a {loc.kind} model, not a sentence embedder")
             check_loadable(loc, "sentence embedder")
             self.source = loc.source
+            offline = None if loc.is_local else hub_unavailable()  # offline: the local cache only, no retries
             try:
-                st_model = SentenceTransformer(loc.source, device=str(self.device), local_files_only=loc.is_local)
+                st_model = SentenceTransformer(loc.source, device=str(self.device),
+                                               local_files_only=loc.is_local or offline is not None)
             except (OSError, ValueError) as e:
-                hint = "" if loc.is_local else " (hub models need network access or a local copy: pass a directory)"
+                if not loc.is_local:
+                    raise hub_error("sentence embedder", model, loc.source, offline, e) from None
                 raise EnvironmentProblem(f"cannot load sentence embedder {model!r} from {loc.source}: "
-                                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}{hint}") from None
+                                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         else:
             self.source = None
         self.model = st_model.to(device=self.device, dtype=self.dtype).eval()
@@ -284,11 +289,18 @@ def _load_open_clip(model: str, pretrained: str | None, device: torch.device):
             tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"
             raise InputError(f"pretrained {pretrained!r} for {model!r} is neither a local checkpoint file nor a "
                              f"known tag ({tags})")
+    # a pretrained tag downloads from the hub: offline, use the local cache only (no retries)
+    offline = hub_unavailable() if (source and source != pretrained) or model.startswith("hf-hub:") else None
     try:
-        clip_model, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained,
-                                                                         device=device)
-        tokenizer = open_clip.get_tokenizer(model)
+        with cache_only() if offline else contextlib.nullcontext():
+            clip_model, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained,
+                                                                             device=device)
+            tokenizer = open_clip.get_tokenizer(model)
     except (OSError, RuntimeError, ValueError) as e:
+        if offline:
+            raise EnvironmentProblem(f"cannot load open_clip weights {model}@{pretrained}: {offline}, and they are "
+                                     "not in the local cache; download them where the hub is reachable, or pass a "
+                                     "local checkpoint file as the pretrained part") from None
         hint = " (pretrained tags download weights: without network access pass a local checkpoint file)"
         raise EnvironmentProblem(f"cannot build open_clip model {model!r} with pretrained={pretrained!r}: "
                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}{hint}") from None

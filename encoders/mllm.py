@@ -24,11 +24,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from lsr.progress import tqdm
 
 from lsr.errors import EnvironmentProblem, InputError
 from lsr.inputs import Input, as_inputs, load_image
 
+from .hub import hub_error, hub_unavailable
 from .registry import check_loadable, resolve
 from .splade import pick_device, pick_dtype
 
@@ -232,11 +233,14 @@ def _load(model: str, dtype: torch.dtype):
     hf_logging.disable_progress_bar()
     loc = resolve(model, default_kind="mllm")
     check_loadable(loc, "MLLM")
+    offline = None if loc.is_local else hub_unavailable()  # offline: the local cache only, no retries
+    local_only = loc.is_local or offline is not None
     try:
-        processor = AutoProcessor.from_pretrained(loc.source)
-        hf_model = AutoModelForImageTextToText.from_pretrained(loc.source, dtype=dtype)
+        processor = AutoProcessor.from_pretrained(loc.source, local_files_only=local_only)
+        hf_model = AutoModelForImageTextToText.from_pretrained(loc.source, dtype=dtype, local_files_only=local_only)
     except (OSError, ValueError) as e:
-        hint = "" if loc.is_local else " (hub models need network access or a local copy: pass a directory)"
+        if not loc.is_local:
+            raise hub_error("MLLM", model, loc.source, offline, e) from None
         raise EnvironmentProblem(f"cannot load MLLM {model!r} from {loc.source}: "
-                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}{hint}") from None
+                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     return hf_model, processor, loc.source

@@ -38,15 +38,16 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from lsr.progress import tqdm
 
-from lsr.errors import EnvironmentProblem, InputError
+from lsr.errors import EnvironmentProblem, InputError, option
 from lsr.pooling import log_saturation
 from lsr.sparse import SparseBatch
 from lsr.threads import intra_op_threads
 from lsr.vocab import Vocabulary
 
 from .graphs import GraphedFunction
+from .hub import hub_error, hub_unavailable
 from .registry import check_loadable, resolve
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -65,7 +66,8 @@ def pick_device(device: str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} was asked for but CUDA is not available; use --device cpu")
+        use_cpu = option('device="cpu"', "--device cpu")
+        raise InputError(f"device {device!r} was asked for but CUDA is not available; use {use_cpu}")
     return dev
 
 
@@ -88,12 +90,15 @@ def load_masked_lm(model: str, dtype: torch.dtype, what: str = "model"):
     hf_logging.disable_progress_bar()
     loc = resolve(model)
     check_loadable(loc, what)
+    offline = None if loc.is_local else hub_unavailable()  # offline: the local cache only, no retries
+    local_only = loc.is_local or offline is not None
     try:
-        return (AutoTokenizer.from_pretrained(loc.source),
-                AutoModelForMaskedLM.from_pretrained(loc.source, dtype=dtype))
+        return (AutoTokenizer.from_pretrained(loc.source, local_files_only=local_only),
+                AutoModelForMaskedLM.from_pretrained(loc.source, dtype=dtype, local_files_only=local_only))
     except OSError as e:
-        hint = "" if loc.is_local else " (hub models need network access or a local copy: pass a directory)"
-        raise EnvironmentProblem(f"cannot load {what} {model!r} from {loc.source}: {e}{hint}") from None
+        if not loc.is_local:
+            raise hub_error(what, model, loc.source, offline, e) from None
+        raise EnvironmentProblem(f"cannot load {what} {model!r} from {loc.source}: {e}") from None
 
 
 def default_batch_size(device: torch.device) -> int:

@@ -34,7 +34,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from lsr.progress import tqdm
 
 from lsr.errors import EnvironmentProblem, InputError
 from lsr.inputs import Input, as_inputs, load_image

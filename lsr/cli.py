@@ -32,6 +32,9 @@ def _load_encoder(args):
     """The sparse encoder named by ``--model``: SPLADE, or a STAIR directory (its text side for text input)."""
     from encoders.registry import resolve
 
+    from .commands.inspect import check_sparse_model
+
+    check_sparse_model(args.model)
     extra = {}
     if resolve(args.model).kind == "stair":
         from encoders.stair import StairEncoder as Encoder
@@ -48,8 +51,32 @@ def _load_encoder(args):
                    **extra)
 
 
+def package_version() -> str:
+    """The installed ``lsr-search`` version; from a source tree that is not installed, setup.py's."""
+    import re
+    from importlib import metadata
+
+    setup_py = Path(__file__).resolve().parent.parent / "setup.py"
+    try:
+        installed = metadata.distribution("lsr-search")
+    except metadata.PackageNotFoundError:
+        installed = None
+    if installed is not None:
+        return installed.version
+    try:
+        m = re.search(r"""\bversion\s*=\s*["']([^"']+)["']""", setup_py.read_text(encoding="utf-8"))
+    except OSError:
+        m = None
+    if m:
+        return m.group(1)
+    from . import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lsr", description="Learned sparse retrieval with Lucene impact indexes.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("encode", help="encode a BEIR JSONL corpus or queries into a vector directory")
@@ -146,6 +173,12 @@ def cmd_encode(args) -> int:
     from .io import read_corpus, read_queries
     from .quantize import Quantizer
 
+    from .commands.inspect import check_sparse_model
+    from .vectors import check_new_output
+
+    # everything that can be checked before the model loads (which takes seconds)
+    check_new_output(Path(args.output), args.overwrite, args.shard_size)
+    check_sparse_model(args.model)
     quantizer = Quantizer(args.scale, args.max_value)
     records = read_corpus(args.input) if args.role == "document" else read_queries(args.input)
     shard, total = None, len(records)
@@ -251,6 +284,7 @@ def cmd_search(args) -> int:
     if args.query_mode == "inference-free" and not args.queries:
         raise InputError("--query-mode inference-free encodes query texts: give --queries and --model (for its "
                          "tokenizer) instead of --query-vectors")
+    _check_search_args(args)
     searcher = _open_retriever(args.index, args.scale, (args.bm25_k1, args.bm25_b))
     from .embstore import EmbeddingStore
 
@@ -288,75 +322,24 @@ def cmd_search(args) -> int:
     return 0
 
 
-def _text_search(args, searcher) -> int:
-    """Search with query texts and no sparse model: a BM25 index, or an embedding store searched exhaustively."""
+    if args.query_mode == "inference-free" and not args.queries:
+        raise InputError("--query-mode inference-free encodes query texts: give --queries and --model (for its "
+                         "tokenizer) instead of --query-vectors")
+    _check_search_args(args)
+    searcher = _open_retriever(args.index, args.scale, (args.bm25_k1, args.bm25_b))
     from .embstore import EmbeddingStore
-    from .errors import InputError
-    from .io import Hit, read_queries, write_run
 
-    kind = "an embedding store (its own model encodes the queries)" if isinstance(searcher, EmbeddingStore) \
-        else "a BM25 index"
-    if not args.queries:
-        raise InputError(f"{args.index} is {kind}: give the query texts with --queries (not --query-vectors)")
-    if args.model:
-        raise InputError(f"{args.index} is {kind}: it needs no --model; leave it out")
-    records = read_queries(args.queries)
-    qids, texts = [r.id for r in records], [r.text for r in records]
-    if isinstance(searcher, EmbeddingStore):
-        import numpy as np
-
-        from encoders.dense import embedder_for_store
-
-        if args.rerank:
-            raise InputError("--rerank reranks a sparse or BM25 first stage; an embedding store is searched "
-                             "exhaustively already (fuse runs with `lsr fuse`)")
-        encoder = embedder_for_store(searcher, None, device=args.device, batch_size=args.batch_size or 32)
-        t0 = time.perf_counter()
-        qv = np.asarray(encoder.encode_queries(texts), dtype=np.float32)
-        found = searcher.search(qv, k=min(args.k, len(searcher)))
-        results = {q: [Hit(d, float(s), r) for r, (d, s) in enumerate(hits, 1)] for q, hits in zip(qids, found)}
-        what = f"exhaustive dense search of {searcher.path} ({encoder.name})"
-    else:
-        if args.rerank:
-            return _hybrid_search(args, searcher, None, qids, texts, queries=texts)
-        t0 = time.perf_counter()
-        results = searcher.batch_search(texts, qids, k=args.k, threads=args.threads)
-        what = f"BM25 k1={searcher.k1:g} b={searcher.b:g}"
-    dt = time.perf_counter() - t0
-    write_run(args.output, results)
-    print(f"searched {len(qids)} queries in {dt:.2f}s ({what}) -> {args.output}", file=sys.stderr)
-    return 0
-
-
-def _load_query_encoder(args, searcher):
-    """``--model``'s encoder, or with ``--query-mode inference-free`` its tokenizer weighted by the index's IDF."""
-    if args.query_mode != "inference-free":
-        return _load_encoder(args)
-    from .errors import InputError
-
-    if not hasattr(searcher, "document_frequencies"):
-        raise InputError(f"--query-mode inference-free reads document frequencies from a Lucene index; {args.index} "
-                         "is not one (search it with --query-mode model)")
-    from encoders.inference_free import InferenceFreeEncoder
-
-    return InferenceFreeEncoder(args.model, doc_freqs=searcher.document_frequencies, num_docs=searcher.num_docs,
-                                max_length=args.max_length)
+    if isinstance(searcher, EmbeddingStore) or getattr(searcher, "meta", None) is not None and \
+            getattr(searcher.meta, "retriever", "impact") == "bm25":
+        return _text_search(args, searcher)
 
 
 def _load_reranker(spec: str, args):
     from encoders.dense import embedder_for_store
     from .embstore import EmbeddingStore
-    from .errors import InputError
     from .hybrid import Reranker
 
-    if Path(spec).is_dir():
-        model, store_path = None, spec
-    elif "=" in spec:
-        model, _, store_path = spec.partition("=")
-    else:
-        raise InputError(f"--rerank {spec!r} is not an embedding store directory; build one with `lsr embed "
-                         f"--model {spec} --input corpus.jsonl --output STORE` and pass --rerank STORE "
-                         f"(or --rerank {spec}=STORE)")
+    model, store_path = _rerank_spec(spec)
     store = EmbeddingStore(store_path)
     encoder = embedder_for_store(store, model or None, device=args.device, batch_size=args.batch_size or 32)
     return Reranker(encoder, store, missing=args.rerank_missing)
@@ -408,6 +391,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    # the imports and the model take several seconds: say so before they start
+    print(f"loading PyTorch, transformers and the {args.model} model ...", flush=True)
     from anserini_bridge.index import build_index
     from anserini_bridge.search import ImpactSearcher
     from encoders.pipeline import encode_to_dir
@@ -446,7 +431,10 @@ COMMANDS = {"encode": cmd_encode, "index": cmd_index, "search": cmd_search, "eva
 
 
 def main(argv=None) -> int:
+    from .errors import use_command_line_wording
+
     args = build_parser().parse_args(argv)
+    use_command_line_wording()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return COMMANDS[args.command](args)
@@ -456,6 +444,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"lsr {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        use_command_line_wording(False)
 
 
 if __name__ == "__main__":

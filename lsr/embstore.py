@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from lsr.progress import tqdm
 
-from .errors import IndexMismatchError, InputError
+from .errors import IndexMismatchError, InputError, option
 from .threads import intra_op_threads
 
 STORE_META = "lsr-embeddings.json"
@@ -69,6 +69,17 @@ def describe_encoder(encoder) -> tuple[str, str | None, str, int]:
     return str(name), getattr(encoder, "source", None), str(getattr(encoder, "kind", "dense")), dim
 
 
+def check_store_output(output: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse an existing ``output`` unless ``overwrite`` (and never replace what is not a store)."""
+    output = Path(output)
+    if output.exists():
+        if not overwrite:
+            raise InputError(f"{output} already exists; pass {option('overwrite=True', '--overwrite')} to replace it")
+        if output.is_dir() and any(output.iterdir()) and not (output / STORE_META).is_file():
+            raise InputError(f"{output} is a non-empty directory that is not an embedding store; "
+                             "refusing to overwrite it")
+
+
 def build_store(
     encoder,
     inputs: Sequence[Any],
@@ -94,12 +105,7 @@ def build_store(
         raise InputError(f"docids must be non-empty without whitespace, got {bad[0]!r}")
     if len(set(ids)) != len(ids):
         raise InputError("docids must be unique")
-    if output.exists():
-        if not overwrite:
-            raise InputError(f"{output} already exists; pass --overwrite (overwrite=True) to replace it")
-        if output.is_dir() and any(output.iterdir()) and not (output / STORE_META).is_file():
-            raise InputError(f"{output} is a non-empty directory that is not an embedding store; "
-                             "refusing to overwrite it")
+    check_store_output(output, overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:

@@ -21,3 +21,18 @@ class IndexMismatchError(LsrError):
 
 class EnvironmentProblem(LsrError, RuntimeError):
     """A runtime requirement (Java, the Anserini jar, an optional package) is missing."""
+
+
+_command_line = False
+
+
+def use_command_line_wording(on: bool = True) -> None:
+    """Make :func:`option` name command-line flags (the ``lsr`` command calls this) instead of keywords."""
+    global _command_line
+    _command_line = on
+
+
+def option(keyword: str, flag: str) -> str:
+    """How an error message names a setting: ``flag`` (``--overwrite``) inside the ``lsr`` command,
+    ``keyword`` (``overwrite=True``) for a Python caller."""
+    return flag if _command_line else keyword

@@ -206,24 +206,35 @@ class Explanation:
         """Query tokens the document lacks, largest first."""
         return decode({t: w for t, w in self.query.items() if t not in self.document}, top_k)
 
-    def to_dict(self) -> dict:
-        """The JSON form printed by ``lsr explain --json`` (integers, plus ``*_float`` views)."""
+    def to_dict(self, top: int | None = None) -> dict:
+        """The JSON form printed by ``lsr explain --json`` (integers, plus ``*_float`` views).
+
+        ``top``: list only the ``top`` largest contributions; ``shared_tokens``
+        still counts them all, ``sum_of_contributions`` still adds them all up,
+        and ``omitted`` gives the count and total of those left out.
+        """
         s2 = self.scale * self.scale
-        return {
+        rows = self.contributions if top is None else self.contributions[:top]
+        d = {
             "docid": self.docid,
             "lucene_score": int(self.lucene_score),
             "sum_of_contributions": self.sum_of_contributions,
             "contributions": [
                 {"token": c.token, "query_weight": c.query_weight, "doc_weight": c.doc_weight,
                  "contribution": c.contribution, "contribution_float": c.contribution / s2}
-                for c in self.contributions
+                for c in rows
             ],
+            "shared_tokens": len(self.contributions),
             "rank": self.rank,
             "score_float": self.score,
             "scale": self.scale,
             "query_terms": len(self.query),
             "doc_terms": len(self.document),
         }
+        if len(rows) < len(self.contributions):
+            d["omitted"] = {"tokens": len(self.contributions) - len(rows),
+                            "contribution": sum(c.contribution for c in self.contributions[len(rows):])}
+        return d
 
     def format_text(self, top: int | None = None) -> str:
         """A plain-text table: one line per shared token, then the total beside Lucene's score."""

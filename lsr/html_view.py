@@ -42,6 +42,12 @@ h2 { font-size: 16px; margin: 0 0 10px 0; color: #334e68; }
 .chip.match { border: 2px solid #c2410c; color: #431407; }
 .chip.match b { font-size: 10px; background: #c2410c; color: #fff; border-radius: 8px; padding: 0 5px;
                 margin-left: 5px; }
+.legend { font-size: 13px; color: #334e68; display: flex; gap: 22px; flex-wrap: wrap; align-items: center; }
+.swatch { display: inline-block; padding: 1px 8px; border-radius: 12px; color: #102a43; border: 1px solid #9fb3c8;
+          background: rgba(37,99,235,0.33); margin-right: 6px; }
+.swatch.match { border: 2px solid #c2410c; color: #431407; background: rgba(249,115,22,0.45); }
+.swatch.match b { font-size: 10px; background: #c2410c; color: #fff; border-radius: 8px; padding: 0 5px;
+                  margin-left: 5px; }
 .scores { display: flex; gap: 28px; font-size: 14px; }
 .scores div b { display: block; font-size: 22px; }
 .ok { color: #15803d; } .bad { color: #b91c1c; }
@@ -143,6 +149,14 @@ def render_tokens_page(
     return _page(title, "\n".join(body))
 
 
+#: The key to the two chip colours of an explanation page.
+LEGEND = ('<div class="panel legend" id="legend"><span><span class="swatch match" data-legend="shared">token'
+          '<b>+contribution</b></span>orange: a token the query and the document share, labelled with what it '
+          'adds to the score (query impact × document impact)</span>'
+          '<span><span class="swatch" data-legend="one-side">token</span>blue: a token of one side only '
+          '(adds nothing)</span><span class="muted">larger and darker chips: larger weights</span></div>')
+
+
 def render_explanation_page(explanation, top_k: int = 40, title: str | None = None) -> str:
     """A page explaining one match: scores side by side, both vectors with their overlap, and the table.
 
@@ -171,6 +185,7 @@ def render_explanation_page(explanation, top_k: int = 40, title: str | None = No
             f'<div>Agreement<b class="{"ok" if ok else "bad"}">{"equal" if ok else "different"}</b></div>',
             f'<div>Float score<b>{e.score:.4f}</b></div>',
             "</div></div>",
+            LEGEND,
             '<div class="row">', _media(e.query_image, "query image"),
             '<div class="panel" id="query"><h2>Query</h2>']
     if e.query_text:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from lsr.progress import tqdm
 
 from .embstore import EmbeddingStore
 from .errors import InputError

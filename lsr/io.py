@@ -31,13 +31,28 @@ class Record:
         return self.image is None and not self.text.strip()
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, object)`` for each non-blank line; errors name file and line."""
-    for n, _, obj in iter_jsonl_at(path):
+#: What a line of a BEIR corpus and of a BEIR queries file looks like (shown when a line is not JSON).
+CORPUS_LINE = '{"_id": "doc1", "title": "Wing flutter", "text": "Flutter of a swept wing at transonic speed."}'
+QUERY_LINE = '{"_id": "q1", "text": "what causes wing flutter"}'
+
+
+def _expected_jsonl(line: str, example: str | None) -> str:
+    """The hint after a JSON error: the file must be JSON Lines, and what a line looks like."""
+    looks = "the line looks tab-separated (TSV); " if "\t" in line and not line.lstrip().startswith("{") else ""
+    shown = f", e.g. {example}" if example else ""
+    return f"{looks}expected JSONL: one JSON object per line{shown}"
+
+
+def iter_jsonl(path: str | os.PathLike, example: str | None = None) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` for each non-blank line; errors name file and line.
+
+    ``example``: a valid line, quoted in the error when a line is not a JSON object.
+    """
+    for n, _, obj in iter_jsonl_at(path, example):
         yield n, obj
 
 
-def iter_jsonl_at(path: str | os.PathLike) -> Iterator[tuple[int, int, dict]]:
+def iter_jsonl_at(path: str | os.PathLike, example: str | None = None) -> Iterator[tuple[int, int, dict]]:
     """Like :func:`iter_jsonl`, with the byte offset where each line starts: ``(line, offset, object)``."""
     path = Path(path)
     try:
@@ -61,9 +76,11 @@ def iter_jsonl_at(path: str | os.PathLike) -> Iterator[tuple[int, int, dict]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
+                raise InputError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno}); "
+                                 f"{_expected_jsonl(line, example)}") from None
             if not isinstance(obj, dict):
-                raise InputError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
+                raise InputError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}; "
+                                 f"{_expected_jsonl(line, example)}")
             yield n, start, obj
 
 
@@ -106,7 +123,7 @@ def read_corpus(path: str | os.PathLike) -> list[Record]:
     image, or both. Duplicate ids are refused with the ids listed.
     """
     records = []
-    for n, obj in iter_jsonl(path):
+    for n, obj in iter_jsonl(path, CORPUS_LINE):
         rid = _record_id(path, n, obj)
         title = _text_field(path, n, obj, "title")
         text = _text_field(path, n, obj, "text")
@@ -121,7 +138,7 @@ def read_queries(path: str | os.PathLike) -> list[Record]:
     Empty queries (no text, no image) are refused, naming the line.
     """
     records = []
-    for n, obj in iter_jsonl(path):
+    for n, obj in iter_jsonl(path, QUERY_LINE):
         rid = _record_id(path, n, obj)
         record = Record(rid, _text_field(path, n, obj, "text"), n, _image_field(path, n, obj))
         if record.is_empty:

@@ -830,7 +830,7 @@ def encode_dense(encoder, inputs: Sequence[Input], role: str, chunk_size: int = 
 
     With ``path`` the matrix is written to that ``.npy`` file and returned memory mapped.
     """
-    from tqdm.auto import tqdm
+    from lsr.progress import tqdm
 
     fn = encoder.encode_queries if role == "query" else encoder.encode_documents
     name = getattr(encoder, "name", type(encoder).__name__)

@@ -94,7 +94,8 @@ def query_ids(queries: Queries, qids: Sequence[str] | None, k: int) -> list[str]
 
 
 def check_query_vectors(index_meta, query_info, index_name: str, queries_name: str) -> None:
-    """Refuse integer query vectors made by another vocabulary or quantization than the index's.
+    """Refuse integer query vectors made by another vocabulary or quantization than the index's,
+    and the vectors of a directory written for documents (its metadata records the role).
 
     ``index_meta`` and ``query_info`` are any objects with ``encoder``,
     ``vocab_fingerprint`` and ``quantization`` (an index's or collection's
@@ -102,6 +103,11 @@ def check_query_vectors(index_meta, query_info, index_name: str, queries_name: s
     """
     if query_info is None:
         return
+    role = getattr(query_info, "role", "query")
+    if role != "query":
+        raise InputError(f"{queries_name} holds {role} vectors (role {role!r} in its lsr-vectors.json), not query "
+                         "vectors; encode the queries with `lsr encode --role query --model MODEL --input "
+                         "queries.jsonl --output QVEC` and pass --query-vectors QVEC")
     problems = []
     if index_meta.vocab_fingerprint and query_info.vocab_fingerprint and \
             index_meta.vocab_fingerprint != query_info.vocab_fingerprint:

@@ -48,7 +48,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InputError, option
 from .losses import contrastive_with_flops
 from .pairs import Pair
 from .regularizers import nonzeros, weight_at
@@ -387,7 +387,8 @@ def train(model, pairs: Sequence[Pair], config: TrainConfig,
         load_optimizer(optimizer, ckpt / OPTIMIZER_FILE)
         start = int(state["step"])
     elif found and not config.resume:
-        raise InputError(f"{out} already holds checkpoints ({found[-1].name}); pass --resume to continue "
+        raise InputError(f"{out} already holds checkpoints ({found[-1].name}); pass "
+                         f"{option('resume=True', '--resume')} to continue "
                          "or choose a new output directory")
     if start >= config.steps and (out / "final").is_dir():
         last = _last_log(out)

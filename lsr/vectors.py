@@ -34,7 +34,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, option
 from .io import iter_jsonl_at
 from .quantize import Quantizer
 from .sparse import SparseBatch
@@ -150,7 +150,8 @@ def check_new_output(vecdir: Path, overwrite: bool, shard_size: int) -> bool:
         raise InputError(f"{vecdir}: exists and is not a directory; choose a new output path")
     occupied = vecdir.exists() and any(vecdir.iterdir())
     if occupied and not overwrite:
-        raise InputError(f"{vecdir}: output directory exists and is not empty; choose a new path or pass --overwrite")
+        raise InputError(f"{vecdir}: output directory exists and is not empty; choose a new path or pass "
+                         f"{option('overwrite=True', '--overwrite')}")
     return occupied
 
 

@@ -1,18 +1,32 @@
 import json
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
+# What a Java 22+ runtime prints about the bundled Lucene unless told otherwise (see anserini_bridge/jvm.py).
+JVM_NOTICES = re.compile(r"MMapDirectory|sun\.misc\.Unsafe|invokeCleaner|terminally deprecated|"
+                         r"enable-native-access|restricted method|^WARNING", re.M)
 
-def run_lsr(*args):
-    return subprocess.run([sys.executable, "-m", "lsr.cli", *map(str, args)], capture_output=True, text=True)
+
+def run_lsr(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "lsr.cli", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
 
 
 def test_demo_prints_ranked_hits_with_matching_tokens(tmp_path):
     out = run_lsr("demo", "--workdir", tmp_path / "demo")
     assert out.returncode == 0, out.stderr
     text = out.stdout
+    # the first line, printed before anything loads, says what is loading
+    assert text.splitlines()[0] == "loading PyTorch, transformers and the splade-tiny model ..."
+    # the index is opened in-process and built by a Java subprocess: neither prints JVM notices
+    assert not JVM_NOTICES.search(out.stderr), out.stderr
+    assert not JVM_NOTICES.search(text)
     assert "encoded 24 documents" in text and "indexed 24 documents" in text
     # the supersonic-wing query finds the supersonic-wing document first, and says why
     block = text.split("query q1")[1].split("query q2")[0]
@@ -161,3 +175,104 @@ def test_image_corpus_through_encode_index_and_search(tmp_path):
 
     text_only = run_lsr("encode", "--model", "splade-tiny", "--input", corpus, "--output", tmp_path / "v2")
     assert text_only.returncode == 2 and "record 'i' (line 2)" in text_only.stderr and "STAIR" in text_only.stderr
+
+
+def test_version_is_the_package_version():
+    out = run_lsr("--version")
+    assert out.returncode == 0
+    setup_version = re.search(r'version="([^"]+)"', (REPO / "setup.py").read_text()).group(1)
+    assert out.stdout.strip() == f"lsr {setup_version}"
+
+
+def test_tsv_input_says_jsonl_is_expected(tmp_path):
+    tsv = tmp_path / "corpus.tsv"
+    tsv.write_text("1\tWing flutter\tFlutter of a swept wing\n")
+    out = run_lsr("encode", "--model", "splade-tiny", "--input", tsv, "--output", tmp_path / "v")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "corpus.tsv:1: malformed JSON" in out.stderr and "tab-separated" in out.stderr
+    assert 'expected JSONL: one JSON object per line, e.g. {"_id": "doc1", "title":' in out.stderr
+    queries = tmp_path / "queries.tsv"
+    queries.write_text("q1\twhat causes wing flutter\n")
+    out = run_lsr("encode", "--model", "splade-tiny", "--role", "query", "--input", queries, "--output",
+                  tmp_path / "q")
+    assert out.returncode == 2 and 'e.g. {"_id": "q1", "text":' in out.stderr
+
+
+def test_arguments_are_checked_before_a_model_loads(tmp_path):
+    """Each refusal names the argument, not the model: the model (a folder holding no model) was never loaded."""
+    no_model = tmp_path / "not-a-model"
+    no_model.mkdir()
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "a", "text": "supersonic wing"}\n')
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "part-00000.jsonl").write_text("")
+    out = run_lsr("encode", "--model", no_model, "--input", corpus, "--output", taken)
+    assert out.returncode == 2 and "output directory exists" in out.stderr and "--overwrite" in out.stderr, out.stderr
+    assert "overwrite=True" not in out.stderr
+    out = run_lsr("encode", "--model", no_model, "--input", tmp_path / "missing.jsonl", "--output", tmp_path / "v")
+    assert out.returncode == 2 and "missing.jsonl: file not found" in out.stderr, out.stderr
+    out = run_lsr("embed", "--model", no_model, "--input", corpus, "--output", taken)
+    assert out.returncode == 2 and "already exists" in out.stderr and "--overwrite" in out.stderr, out.stderr
+    out = run_lsr("search", "--index", tmp_path / "no-index", "--model", no_model, "--queries", corpus,
+                  "--output", tmp_path / "run")
+    assert out.returncode == 2 and "index directory not found" in out.stderr, out.stderr
+    out = run_lsr("search", "--index", tmp_path / "no-index", "--model", no_model, "--queries", tmp_path / "q.jsonl",
+                  "--output", tmp_path / "run")
+    assert out.returncode == 2 and "q.jsonl: queries file not found" in out.stderr, out.stderr
+    out = run_lsr("search", "--index", tmp_path / "no-index", "--model", no_model, "--queries", corpus,
+                  "--rerank", f"minilm={tmp_path / 'no-store'}", "--output", tmp_path / "run")
+    assert out.returncode == 2 and "embedding store" in out.stderr and "not found" in out.stderr, out.stderr
+    assert not (tmp_path / "v").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_dense_model_as_search_model_points_to_rerank(tmp_path):
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"_id": "q1", "text": "wing flutter"}\n')
+    out = run_lsr("search", "--index", tmp_path / "idx", "--model", "minilm", "--queries", queries,
+                  "--output", tmp_path / "run")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "'minilm' is a dense embedder, not a sparse encoder" in out.stderr
+    assert "lsr embed --model minilm" in out.stderr and "--rerank STORE" in out.stderr
+    assert "not a known alias" not in out.stderr
+    out = run_lsr("encode", "--model", "open_clip:ViT-B-32@openai", "--input", queries, "--output", tmp_path / "v")
+    assert out.returncode == 2 and "is a dense embedder" in out.stderr
+    out = run_lsr("search", "--index", tmp_path / "idx", "--model", "no-such-model", "--queries", queries,
+                  "--output", tmp_path / "run")
+    assert out.returncode == 2 and "neither a known alias" in out.stderr
+
+
+def test_python_api_errors_name_keywords_and_the_cli_names_flags(tmp_path):
+    from anserini_bridge.index import build_index
+    from lsr import InputError, Quantizer
+    from lsr.synthetic import random_vectors, synthetic_vocab
+    from lsr.vectors import VectorWriter
+
+    vocab = synthetic_vocab(30)
+    with VectorWriter(tmp_path / "vec", Quantizer(1, 1000), encoder="synthetic", vocab=vocab) as w:
+        w.write(random_vectors(5, 4, vocab, 9, seed=1))
+    with pytest.raises(InputError) as e:
+        VectorWriter(tmp_path / "vec", Quantizer(1, 1000), encoder="synthetic", vocab=vocab)
+    assert "overwrite=True" in str(e.value) and "--overwrite" not in str(e.value)
+    (tmp_path / "idx").mkdir()
+    with pytest.raises(InputError) as e:
+        build_index(tmp_path / "vec", tmp_path / "idx")
+    assert "overwrite=True" in str(e.value) and "--overwrite" not in str(e.value)
+    out = run_lsr("index", "--input", tmp_path / "vec", "--index", tmp_path / "idx")
+    assert out.returncode == 2 and "--overwrite" in out.stderr and "overwrite=True" not in out.stderr
+
+
+@pytest.mark.slow
+def test_readme_python_example_prints_what_the_readme_shows(tmp_path, cranfield):
+    """The "From Python" block of README.md, run as written from a fresh folder, twice."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### From Python", 1)[1]
+    code, after = section.split("```python\n", 1)[1].split("```", 1)
+    expected = after.split("```\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "cranfield").symlink_to(cranfield)
+    (tmp_path / "example.py").write_text(code)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for _ in range(2):  # the second run replaces the first run's vectors and index (overwrite=True)
+        out = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == expected

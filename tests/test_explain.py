@@ -79,6 +79,12 @@ def test_explain_vectors_and_json_form():
     assert d["contributions"][0]["contribution_float"] == pytest.approx(0.2)
     assert [t.token for t in e.query_only()] == ["flow"]
     assert "sum of contributions 35, Lucene score 35 (equal" in e.format_text()
+    # --top applies to the JSON form too: the largest N, with the rest counted, the sum still complete
+    assert d["shared_tokens"] == 2 and "omitted" not in d
+    top1 = e.to_dict(1)
+    assert [c["token"] for c in top1["contributions"]] == ["lift"]
+    assert top1["shared_tokens"] == 2 and top1["omitted"] == {"tokens": 1, "contribution": 15}
+    assert top1["sum_of_contributions"] == top1["lucene_score"] == 35
 
 
 # -------------------------------------------------------- a real Cranfield index
@@ -194,6 +200,16 @@ def test_cli_explain_json_and_html(cranfield_index, searcher, queries, tmp_path,
     assert main(["explain", "--index", idx, "--query-vector", str(qfile), "--docid", top.docid, "--top", "3"]) == 0
     text = capsys.readouterr().out
     assert f"sum of contributions {top.impact_score}, Lucene score {top.impact_score} (equal" in text
+
+    # --top with --json lists the largest N contributions, as the text table does
+    assert main(["explain", "--index", idx, "--query-vector", str(qfile), "--docid", top.docid, "--top", "2",
+                 "--json"]) == 0
+    short = json.loads(capsys.readouterr().out)
+    assert [c["token"] for c in short["contributions"]] == [c["token"] for c in out["contributions"][:2]]
+    assert short["shared_tokens"] == len(out["contributions"]) > 2
+    assert short["omitted"] == {"tokens": len(out["contributions"]) - 2,
+                                "contribution": sum(c["contribution"] for c in out["contributions"][2:])}
+    assert short["sum_of_contributions"] == top.impact_score
 
 
 # ------------------------------------------------------------------ bad input

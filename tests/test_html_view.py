@@ -108,6 +108,21 @@ def test_explanation_page_highlights_overlap():
     assert sum("match" in c["class"] for c in p.chips) == 4
     assert p.ids["lucene-score"] == "17100" and p.ids["sum"] == "17100"
     assert ">equal<" in page
+    assert_legend(page)
+
+
+def assert_legend(page: str):
+    """The legend names both chip colours, with swatches styled like the chips they explain."""
+    legend = re.search(r'<div class="panel legend" id="legend">(.*?)</div>', page, re.S)
+    assert legend, "the explanation page has no legend"
+    swatches = re.findall(r'<span class="(swatch[^"]*)" data-legend="([^"]+)">', legend.group(1))
+    assert swatches == [("swatch match", "shared"), ("swatch", "one-side")]
+    text = re.sub(r"<[^>]+>", " ", legend.group(1))
+    assert "orange" in text and "share" in text and "score" in text and "blue" in text and "one side" in text
+    # the swatches use the chips' colours: orange highlight of a match, blue of a plain chip
+    css = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    assert "rgba(249,115,22" in re.search(r"\.swatch\.match \{[^}]*\}", css).group(0)
+    assert "rgba(37,99,235" in re.search(r"\.swatch \{[^}]*\}", css).group(0)
 
 
 # ------------------------------------------------------------- headless Chromium
@@ -180,8 +195,10 @@ def test_chromium_renders_an_explanation(tmp_path):
                         {"flutter": 150, "wing": 30, "panel": 80, "##ing": 7}, "d7", lucene_score=17170,
                         scale=100.0, rank=2, query_text="wing flutter speed", doc_text="panel flutter of a wing")
     page = write_page(tmp_path / "why.html", render_explanation_page(e))
-    dom = parse(run_chromium(tmp_path, page, "--dump-dom").stdout)
+    rendered = run_chromium(tmp_path, page, "--dump-dom").stdout
+    dom = parse(rendered)
     assert dom.ids["lucene-score"] == "17170" and dom.ids["sum"] == "17170"
+    assert_legend(rendered)  # the legend is in the DOM Chromium built
     badges = sorted((c["token"], c["badge"]) for c in dom.chips if "match" in c["class"].split())
     assert badges == sorted([("flutter", "+13500"), ("wing", "+3600"), ("##ing", "+70")] * 2)
     png = tmp_path / "why.png"

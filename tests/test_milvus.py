@@ -191,8 +191,8 @@ def test_long_token_lists_fit_the_varchar_limit(milvus_uri):
     assert MilvusCollection(milvus_uri, "long_tokens").tokens == list(vocab.tokens)
 
 
-def _write_vecdir(path: Path, batch: SparseBatch, vocab, quantizer=INTEGER, encoder="synthetic"):
-    with VectorWriter(path, quantizer, encoder=encoder, vocab=vocab) as w:
+def _write_vecdir(path: Path, batch: SparseBatch, vocab, quantizer=INTEGER, encoder="synthetic", role="document"):
+    with VectorWriter(path, quantizer, encoder=encoder, vocab=vocab, role=role) as w:
         w.write(batch)
     return path
 
@@ -356,7 +356,7 @@ def test_cli_export(milvus_uri, corpus, tmp_path):
         {q: [h.docid for h in hits] for q, hits in expected.items()}
 
     # the same collection searched from the command line gives the exhaustive top-10, scores included
-    qdir = _write_vecdir(tmp_path / "queries", queries, VOCAB)
+    qdir = _write_vecdir(tmp_path / "queries", queries, VOCAB, role="query")
     out = _lsr("search", "--index", target, "--query-vectors", qdir / "part-00000.jsonl", "--k", "10",
                "--output", tmp_path / "run.txt")
     assert out.returncode == 0, out.stderr

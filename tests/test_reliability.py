@@ -209,3 +209,83 @@ def test_quantizer_accepts_valid_and_refuses_invalid_weights(values):
     else:
         with pytest.raises(InputError):
             q.impacts(arr)
+
+
+# ------------------------------------------------------------- quiet Java
+JVM_NOTICES = ("MMapDirectory", "sun.misc.Unsafe", "invokeCleaner", "terminally deprecated", "WARNING")
+
+
+def test_index_and_search_print_no_jvm_notices(tmp_path):
+    vec = small_vecdir(tmp_path / "vec")
+    built = run_lsr("index", "--input", vec, "--index", tmp_path / "idx")
+    assert built.returncode == 0, built.stderr
+    qv = tmp_path / "q.jsonl"
+    qv.write_text('{"id": "q", "vector": {"t1": 1, "t2": 3}}\n')
+    out = run_lsr("search", "--index", tmp_path / "idx", "--query-vectors", qv, "--output", tmp_path / "r")
+    assert out.returncode == 0, out.stderr
+    for notice in JVM_NOTICES:
+        assert notice not in built.stderr and notice not in out.stderr, (built.stderr, out.stderr)
+
+
+def test_java_warnings_other_than_lucenes_notices_still_show():
+    """The logging settings hold back Lucene's notices about the Java release, and nothing else."""
+    code = (
+        "from anserini_bridge import jvm\n"
+        "Logger = jvm.autoclass('java.util.logging.Logger')\n"
+        "Logger.getLogger('org.apache.lucene.store.MMapDirectory').warning('lucene-notice')\n"
+        "Logger.getLogger('org.apache.lucene.store.MMapDirectory').severe('lucene-error')\n"
+        "Logger.getLogger('org.apache.lucene.index.IndexWriter').warning('other-warning')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "lucene-notice" not in out.stderr
+    assert "SEVERE: lucene-error" in out.stderr and "WARNING: other-warning" in out.stderr
+
+
+# ------------------------------------------------------ query vector roles
+def test_document_vectors_are_refused_as_query_vectors(tmp_path):
+    vec = small_vecdir(tmp_path / "vec")
+    assert run_lsr("index", "--input", vec, "--index", tmp_path / "idx").returncode == 0
+    for qv in (vec, vec / "part-00000.jsonl"):
+        out = run_lsr("search", "--index", tmp_path / "idx", "--query-vectors", qv, "--output", tmp_path / "r")
+        assert out.returncode == 2 and "holds document vectors" in out.stderr and "--role query" in out.stderr
+        assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------- hub out of reach
+@pytest.mark.parametrize("env, reason", [
+    ({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
+    ({"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"}, "http://127.0.0.1:9 cannot be reached"),
+])
+def test_hub_model_without_the_hub_fails_at_once_with_one_line(tmp_path, env, reason):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "a", "text": "wing"}\n')
+    env = {**env, "HF_HUB_CACHE": str(tmp_path / "hf-cache")}
+    out = run_lsr("encode", "--model", "hf:lsr-test/no-such-model", "--input", corpus, "--output", tmp_path / "v",
+                  env=env)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1, out.stderr  # one line, no retry warnings
+    assert reason in out.stderr and "lsr-test/no-such-model is not in the local Hugging Face cache" in out.stderr
+    assert "Retrying" not in out.stderr
+
+
+def test_cached_hub_model_loads_when_the_hub_is_out_of_reach(tmp_path):
+    """A model in the Hugging Face cache loads from there when the endpoint does not answer."""
+    import shutil
+
+    from encoders.registry import resolve
+
+    snapshot = tmp_path / "hf-cache" / "models--lsr-test--splade-tiny" / "snapshots" / ("0" * 40)
+    shutil.copytree(resolve("splade-tiny").source, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "a", "text": "supersonic wing"}\n')
+    env = {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path / "hf-cache")}
+    out = run_lsr("encode", "--model", "hf:lsr-test/splade-tiny", "--input", corpus, "--output", tmp_path / "v",
+                  env=env)
+    assert out.returncode == 0, out.stderr
+    assert "Retrying" not in out.stderr
+    local = run_lsr("encode", "--model", "splade-tiny", "--input", corpus, "--output", tmp_path / "v2")
+    assert local.returncode == 0, local.stderr
+    assert (tmp_path / "v" / "part-00000.jsonl").read_text() == (tmp_path / "v2" / "part-00000.jsonl").read_text()

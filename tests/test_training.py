@@ -146,7 +146,7 @@ def test_checkpoints_resume_to_the_same_weights(tmp_path):
     interrupted = _encoder()
     train(interrupted, pairs, base.replace(output_dir=str(tmp_path / "b"), steps=2))
     assert [p.name for p in checkpoints(tmp_path / "b")] == ["checkpoint-0000002"]
-    with pytest.raises(InputError, match="--resume"):
+    with pytest.raises(InputError, match="resume=True"):
         train(_encoder(), pairs, base.replace(output_dir=str(tmp_path / "b")))
     resumed = _encoder()  # fresh weights: everything must come from the checkpoint
     train(resumed, pairs, base.replace(output_dir=str(tmp_path / "b"), resume=True))

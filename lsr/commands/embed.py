@@ -55,13 +55,15 @@ def corpus_inputs(path: str | Path):
 
 
 def cmd_embed(args) -> int:
-    from encoders.dense import load_embedder
-    from lsr.embstore import build_store
+    from lsr.embstore import build_store, check_store_output
 
+    check_store_output(args.output, args.overwrite)  # before loading anything
     given = {"image_weight": args.image_weight, "task": args.prompt_task, "query_task": args.query_prompt_task,
              "chat_template": args.chat_template}
     options = {k: v for k, v in given.items() if v is not None}
     ids, inputs = corpus_inputs(args.input)
+    from encoders.dense import load_embedder
+
     encoder = load_embedder(args.model, device=args.device, batch_size=args.batch_size,
                             max_length=args.max_length, **options)
     t0 = time.perf_counter()

@@ -205,7 +205,7 @@ def _encode_sparse(encoder, inputs, ids: Sequence[str], role: str, chunk_size: i
                    max_terms: int | None = None):
     """Yield SparseBatches with ids, ``chunk_size`` inputs at a time (each row pruned to its ``max_terms``
     largest weights when given)."""
-    from tqdm.auto import tqdm
+    from lsr.progress import tqdm
 
     from lsr.errors import InputError
     from lsr.sparse import SparseBatch

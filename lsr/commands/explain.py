@@ -24,7 +24,8 @@ def register(sub) -> dict:
     p.add_argument("--scale", type=float, default=None,
                    help="an index built by Anserini or Pyserini (no lsr-index.json): the scale its impacts were "
                         "quantized with, to quantize --query (default 100)")
-    p.add_argument("--top", type=int, default=0, help="show only the largest N contributions (0: all)")
+    p.add_argument("--top", type=int, default=0,
+                   help="show only the largest N contributions, in the table and in --json (0: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--html", metavar="OUT.html", help="also write a self-contained HTML page")
     return {"explain": cmd_explain}
@@ -87,7 +88,7 @@ def cmd_explain(args) -> int:
         write_page(args.html, render_explanation_page(e))
         print(f"wrote {args.html}", file=sys.stderr)
     if args.json:
-        print(json.dumps(e.to_dict()))
+        print(json.dumps(e.to_dict(args.top or None)))
     else:
         print(e.format_text(args.top or None))
     if not e.matches_lucene:

@@ -8,7 +8,7 @@ import importlib.util
 import json
 import sys
 
-from ..errors import EnvironmentProblem, InputError
+from ..errors import EnvironmentProblem, InputError, LsrError
 
 # Encoder classes by the ``kind`` the model registry gives a name.
 ENCODER_CLASSES = {"splade": ("encoders.splade", "SpladeEncoder"), "stair": ("encoders.stair", "StairEncoder")}
@@ -20,6 +20,44 @@ def add_encoder_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 (default: bf16 on GPU)")
     p.add_argument("--max-length", type=int, default=None,
                    help="word pieces per text; longer texts are truncated (default: the model's own, or 256)")
+
+
+#: Name prefixes of dense embedders (see ``encoders.dense.load_embedder``).
+DENSE_PREFIXES = ("open_clip:", "e5v:")
+DENSE_KINDS = ("dense", "sentence", "mllm")
+
+
+def check_sparse_model(name: str) -> None:
+    """Refuse, before any model loads, a ``--model`` that names a dense embedder rather than a sparse encoder.
+
+    Unknown names keep the registry's own error. Aliases of dense models are
+    registered by ``encoders.dense``, which is imported only to tell the user
+    what a name that is not a sparse alias is.
+    """
+    from encoders.registry import resolve
+
+    if not name.startswith(DENSE_PREFIXES):
+        try:
+            loc = resolve(name)
+        except InputError as unknown:
+            try:
+                import encoders.dense  # noqa: F401  (registers the dense aliases, e.g. minilm)
+
+                loc = resolve(name, default_kind="dense")
+            except (ImportError, LsrError):
+                raise unknown from None
+            if loc.kind in ENCODER_CLASSES:
+                raise unknown from None
+        if loc.kind in ENCODER_CLASSES:
+            return
+        if loc.kind not in DENSE_KINDS:
+            raise InputError(f"model {name!r} is of kind {loc.kind!r}, which has no sparse encoder "
+                             f"(known kinds: {', '.join(sorted(ENCODER_CLASSES))})")
+    raise InputError(
+        f"model {name!r} is a dense embedder, not a sparse encoder: --model names the sparse model an index was "
+        f"built with (e.g. splade-tiny). To use {name}, build an embedding store with `lsr embed --model {name} "
+        f"--input corpus.jsonl --output STORE` and rerank the sparse results with `lsr search --index IDX --model "
+        f"splade-tiny --queries queries.jsonl --rerank STORE --output run.trec`")
 
 
 def image_support_available() -> bool:
@@ -38,6 +76,7 @@ def load_encoder(args, needs_image: bool = False):
         raise EnvironmentProblem(
             "--image needs the STAIR image encoder (encoders/stair.py, StairEncoder), which this installation "
             "does not include yet; inspect text inputs with --text meanwhile")
+    check_sparse_model(args.model)
     loc = resolve(args.model)
     if loc.kind not in ENCODER_CLASSES:
         raise InputError(f"model {args.model!r} is of kind {loc.kind!r}, which has no sparse encoder "

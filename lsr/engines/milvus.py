@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from lsr.progress import tqdm
 
 from ..retrieval import query_ids
 from ..errors import EnvironmentProblem, IndexMismatchError, InputError

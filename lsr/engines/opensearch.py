@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from lsr.progress import tqdm
 
 from ..retrieval import query_ids
 from ..errors import EnvironmentProblem, IndexMismatchError, InputError
