@@ -322,16 +322,99 @@ def cmd_search(args) -> int:
     return 0
 
 
-    if args.query_mode == "inference-free" and not args.queries:
-        raise InputError("--query-mode inference-free encodes query texts: give --queries and --model (for its "
-                         "tokenizer) instead of --query-vectors")
-    _check_search_args(args)
-    searcher = _open_retriever(args.index, args.scale, (args.bm25_k1, args.bm25_b))
+def _text_search(args, searcher) -> int:
+    """Search with query texts and no sparse model: a BM25 index, or an embedding store searched exhaustively."""
     from .embstore import EmbeddingStore
+    from .errors import InputError
+    from .io import Hit, read_queries, write_run
 
-    if isinstance(searcher, EmbeddingStore) or getattr(searcher, "meta", None) is not None and \
-            getattr(searcher.meta, "retriever", "impact") == "bm25":
-        return _text_search(args, searcher)
+    kind = "an embedding store (its own model encodes the queries)" if isinstance(searcher, EmbeddingStore) \
+        else "a BM25 index"
+    if not args.queries:
+        raise InputError(f"{args.index} is {kind}: give the query texts with --queries (not --query-vectors)")
+    if args.model:
+        raise InputError(f"{args.index} is {kind}: it needs no --model; leave it out")
+    records = read_queries(args.queries)
+    qids, texts = [r.id for r in records], [r.text for r in records]
+    if isinstance(searcher, EmbeddingStore):
+        import numpy as np
+
+        from encoders.dense import embedder_for_store
+
+        if args.rerank:
+            raise InputError("--rerank reranks a sparse or BM25 first stage; an embedding store is searched "
+                             "exhaustively already (fuse runs with `lsr fuse`)")
+        encoder = embedder_for_store(searcher, None, device=args.device, batch_size=args.batch_size or 32)
+        t0 = time.perf_counter()
+        qv = np.asarray(encoder.encode_queries(texts), dtype=np.float32)
+        found = searcher.search(qv, k=min(args.k, len(searcher)))
+        results = {q: [Hit(d, float(s), r) for r, (d, s) in enumerate(hits, 1)] for q, hits in zip(qids, found)}
+        what = f"exhaustive dense search of {searcher.path} ({encoder.name})"
+    else:
+        if args.rerank:
+            return _hybrid_search(args, searcher, None, qids, texts, queries=texts)
+        t0 = time.perf_counter()
+        results = searcher.batch_search(texts, qids, k=args.k, threads=args.threads)
+        what = f"BM25 k1={searcher.k1:g} b={searcher.b:g}"
+    dt = time.perf_counter() - t0
+    write_run(args.output, results)
+    print(f"searched {len(qids)} queries in {dt:.2f}s ({what}) -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def _load_query_encoder(args, searcher):
+    """``--model``'s encoder, or with ``--query-mode inference-free`` its tokenizer weighted by the index's IDF."""
+    if args.query_mode != "inference-free":
+        return _load_encoder(args)
+    from .errors import InputError
+
+    if not hasattr(searcher, "document_frequencies"):
+        raise InputError(f"--query-mode inference-free reads document frequencies from a Lucene index; {args.index} "
+                         "is not one (search it with --query-mode model)")
+    from encoders.inference_free import InferenceFreeEncoder
+
+    return InferenceFreeEncoder(args.model, doc_freqs=searcher.document_frequencies, num_docs=searcher.num_docs,
+                                max_length=args.max_length)
+
+
+def _check_search_args(args) -> None:
+    """What ``lsr search`` can check before opening the index or loading a model."""
+    from .errors import InputError
+
+    from .embstore import STORE_META
+
+    # an embedding store (searched densely with its own model) and a BM25 index take query texts, no --model
+    text_only = (Path(args.index) / STORE_META).is_file() or _index_kind(args.index) == "bm25"
+    if args.queries and not args.model and not text_only:
+        raise InputError("--queries needs --model (the encoder the index was built with)")
+    if args.queries:
+        from .commands.inspect import check_sparse_model
+
+        if args.model and not text_only:
+            check_sparse_model(args.model)
+        if not Path(args.queries).is_file():
+            raise InputError(f"{args.queries}: queries file not found")
+    if args.rerank and not args.queries:
+        raise InputError("--rerank needs the query texts (--queries with --model), not --query-vectors")
+    for spec in args.rerank:
+        _rerank_spec(spec)
+
+
+def _rerank_spec(spec: str) -> tuple[str | None, str]:
+    """``(model or None, store directory)`` of a ``--rerank`` value; the store must exist."""
+    from .errors import InputError
+
+    if Path(spec).is_dir():
+        return None, spec
+    if "=" in spec:
+        model, _, store_path = spec.partition("=")
+        if not Path(store_path).is_dir():
+            raise InputError(f"--rerank {spec}: embedding store {store_path!r} not found; build it with `lsr embed "
+                             f"--model {model} --input corpus.jsonl --output {store_path}`")
+        return model, store_path
+    raise InputError(f"--rerank {spec!r} is not an embedding store directory; build one with `lsr embed "
+                     f"--model {spec} --input corpus.jsonl --output STORE` and pass --rerank STORE "
+                     f"(or --rerank {spec}=STORE)")
 
 
 def _load_reranker(spec: str, args):
