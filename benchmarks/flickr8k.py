@@ -97,7 +97,8 @@ def stair_runs(enc, ev, workdir: Path, k: int):
     img_dir, cap_dir = workdir / "vec-images", workdir / "vec-captions"
     log(f"encoding {len(ev.images)} images and {len(ev.captions)} captions")
     encode_inputs_to_dir(enc, [Input(image=p) for p in ev.images], ev.image_ids, img_dir, overwrite=True)
-    encode_inputs_to_dir(enc, ev.captions, ev.caption_ids, cap_dir, overwrite=True)
+    # the captions are the queries of the main direction (text -> image) and the documents of the other
+    encode_inputs_to_dir(enc, ev.captions, ev.caption_ids, cap_dir, overwrite=True, role="query")
     build_index(img_dir, workdir / "idx-images", overwrite=True, progress=False)
     build_index(cap_dir, workdir / "idx-captions", overwrite=True, progress=False)
     img_vecs = dict(zip(*read_query_vectors(img_dir)[:2]))
