@@ -42,7 +42,7 @@ from lsr.threads import intra_op_threads
 
 from .hub import cache_only, hub_error, hub_unavailable
 from .image_text import TowerEmbedder, is_tower_embedder_dir
-from .registry import _package_dir, check_loadable, register_alias, resolve
+from .registry import _package_dir, register_alias, resolve
 from .splade import check_batching, pick_device, pick_dtype
 
 register_alias(
@@ -112,7 +112,6 @@ class SentenceEmbedder:
             loc = resolve(model, default_kind="dense")
             if loc.kind not in ("dense", "sentence"):
                 raise InputError(f"model {model!r} is a {loc.kind} model, not a sentence embedder")
-            check_loadable(loc, "sentence embedder")
             self.source = loc.source
             offline = None if loc.is_local else hub_unavailable()  # offline: the local cache only, no retries
             try:

@@ -77,11 +77,13 @@ def cache_dir() -> str:
 
 def hub_error(what: str, model: str, hub_id: str, offline: str | None, error: BaseException) -> EnvironmentProblem:
     """The one-line error for a hub model that could not be loaded (``offline``: from :func:`hub_unavailable`)."""
+    read_as = "" if model.startswith("hf:") else \
+        f" ({model!r} is not an alias or an existing directory, so it was read as a hub id)"
     if offline:
         return EnvironmentProblem(
             f"cannot load {what} {model!r}: {offline}, and {hub_id} is not in the local Hugging Face cache "
-            f"({cache_dir()}); download it where the hub is reachable (`hf download {hub_id}`), or pass the "
-            "path of a local copy")
+            f"({cache_dir()}){read_as}; download it where the hub is reachable (`hf download {hub_id}`), or pass "
+            "the path of a local copy")
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return EnvironmentProblem(f"cannot load {what} {model!r} from the hub id {hub_id}: {first} (hub models need "
                               "network access or a local copy: pass a directory)")

@@ -30,7 +30,7 @@ from lsr.errors import EnvironmentProblem, InputError
 from lsr.inputs import Input, as_inputs, load_image
 
 from .hub import hub_error, hub_unavailable
-from .registry import check_loadable, resolve
+from .registry import resolve
 from .splade import pick_device, pick_dtype
 
 # What comes before the instruction, per modality. ``{image}`` becomes the processor's image token.
@@ -232,7 +232,6 @@ def _load(model: str, dtype: torch.dtype):
         raise EnvironmentProblem("MLLM embedders need transformers: pip install 'transformers>=4.56'") from None
     hf_logging.disable_progress_bar()
     loc = resolve(model, default_kind="mllm")
-    check_loadable(loc, "MLLM")
     offline = None if loc.is_local else hub_unavailable()  # offline: the local cache only, no retries
     local_only = loc.is_local or offline is not None
     try:

@@ -48,7 +48,7 @@ from lsr.vocab import Vocabulary
 
 from .graphs import GraphedFunction
 from .hub import hub_error, hub_unavailable
-from .registry import check_loadable, resolve
+from .registry import resolve
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -89,7 +89,6 @@ def load_masked_lm(model: str, dtype: torch.dtype, what: str = "model"):
 
     hf_logging.disable_progress_bar()
     loc = resolve(model)
-    check_loadable(loc, what)
     offline = None if loc.is_local else hub_unavailable()  # offline: the local cache only, no retries
     local_only = loc.is_local or offline is not None
     try:

@@ -260,7 +260,8 @@ def test_offline_hub_load_fails_at_once_with_one_message(tmp_path):
                env=env)
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "naver/splade-v3 is not in the local cache and HF_HUB_OFFLINE is set" in lines[0]
+    assert len(lines) == 1 and "HF_HUB_OFFLINE is set, and naver/splade-v3 is not in the local Hugging Face cache" \
+        in lines[0] and "read as a hub id" in lines[0]
     assert "Retry" not in out.stderr and "Traceback" not in out.stderr
     code = ("from encoders.splade import SpladeEncoder\n"
             "try:\n    SpladeEncoder('naver/splade-cocondenser-ensembledistil')\n"
