@@ -27,7 +27,7 @@ from lsr.io import Hit, read_corpus
 from lsr.retrieval import query_ids
 
 from . import jvm
-from .index import INDEX_META, IndexMeta, _run_index_collection
+from .index import INDEX_META, IndexMeta, _run_index_collection, publish_index
 from .search import _JsonBridge, _first_line
 
 BM25_OPTIONS = ("-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
@@ -67,12 +67,7 @@ def build_bm25_index(corpus: str | os.PathLike, index_dir: str | os.PathLike, th
         counters["reported_by_encoder"] = len(records) - len(texts)  # documents without text
         meta = IndexMeta("bm25", None, None, counters["indexed"], counters, stored_vectors=False,
                          source=str(corpus.resolve()), retriever="bm25")
-        (tmp_index / INDEX_META).write_text(json.dumps(meta.to_dict(), indent=2) + "\n", encoding="utf-8")
-        (tmp_index / "write.lock").unlink(missing_ok=True)
-        if index_dir.exists():
-            shutil.rmtree(index_dir)
-        os.replace(tmp_index, index_dir)
-        return meta
+        return publish_index(tmp_index, index_dir, meta)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

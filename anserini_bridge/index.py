@@ -217,14 +217,19 @@ def _build(sources, dirs, infos, scanned, index_dir: Path, threads, store_vector
         meta = IndexMeta(info.encoder, info.vocab_fingerprint, info.quantization, expected, counters,
                          store_vectors, source)
         meta.counters["reported_by_encoder"] = sum(i.documents_reported for i in infos)
-        (tmp_index / INDEX_META).write_text(json.dumps(meta.to_dict(), indent=2) + "\n", encoding="utf-8")
-        (tmp_index / "write.lock").unlink(missing_ok=True)
-        if index_dir.exists():
-            shutil.rmtree(index_dir)
-        os.replace(tmp_index, index_dir)
-        return meta
+        return publish_index(tmp_index, index_dir, meta)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def publish_index(tmp_index: Path, index_dir: Path, meta: IndexMeta) -> IndexMeta:
+    """Write ``meta`` into a finished index built at ``tmp_index`` and move it to ``index_dir`` in one rename."""
+    (tmp_index / INDEX_META).write_text(json.dumps(meta.to_dict(), indent=2) + "\n", encoding="utf-8")
+    (tmp_index / "write.lock").unlink(missing_ok=True)
+    if index_dir.exists():
+        shutil.rmtree(index_dir)
+    os.replace(tmp_index, index_dir)
+    return meta
 
 
 def _store_vectors_of_many(sources: list, infos: list[VectorDirInfo], dest: Path,
