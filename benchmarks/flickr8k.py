@@ -10,12 +10,27 @@ ImageNet EfficientNet-Lite0 tower frozen and its features cached once:
 * ``dense``: :class:`encoders.image_text.TowerEmbedder` (pooled tower features
   and all-MiniLM-L6-v2 with learned linear projections).
 
+and three dense models that fuse an image and a text, on the same frozen
+tower and the frozen all-MiniLM-L6-v2, trained on the caption -> image pairs
+plus one composed pair per image (image + first half of caption j -> caption
+j+1 of the same image, :func:`lsr.captions.composed_pairs`), the two kinds of
+batch drawn equally often:
+
+* ``uniir_sf``: UniIR score fusion (:class:`encoders.image_text.TowerEmbedder`);
+* ``uniir_ff``: UniIR feature fusion
+  (:class:`encoders.feature_fusion.FeatureFusionEmbedder`);
+* ``vista``: VISTA (:class:`encoders.vista.VistaEmbedder`), whose text-only
+  vectors are the frozen MiniLM's own (checked on Cranfield, nDCG@10).
+
 Then evaluates on ``--eval`` (default: the dev split) in the standard protocol,
 both ways, Recall@1/5/10: ``stair`` through real Lucene impact indexes (one of
 images, one of captions), ``dense`` by exhaustive cosine, ``hybrid`` = STAIR's
 top ``--k0`` from Lucene plus the dense model's own top ``--k0``, fused by
 min-max interpolation with alpha 0.5 (``hybrid_rrf``: RRF, k = 60); both
-fusions are fixed in advance, not tuned on the evaluation set.
+fusions are fixed in advance, not tuned on the evaluation set. The fusion
+models also meet the composed task (:func:`lsr.captions.composed_task`:
+image + half a caption -> the image's other captions), with the image alone
+and the half caption alone as controls.
 
     python -m benchmarks.flickr8k --data ../shared/data/flickr8k --json OUT [--eval FILE] [--quick]
 
@@ -156,6 +171,78 @@ def hybrid_runs(first: dict, query_vecs: np.ndarray, qids, cand_vecs: np.ndarray
             "rrf": ids_only(rrf([sparse, dense], k=60, depth=k))}
 
 
+FUSION_MODELS = ("uniir_sf", "uniir_ff", "vista")
+
+
+def fusion_model(name: str, args):
+    if name == "uniir_sf":
+        from encoders.image_text import TowerEmbedder
+
+        return TowerEmbedder(image_tower=args.tower, text_model=args.dense_text, dim=256, progress=True), 1e-3
+    if name == "uniir_ff":
+        from encoders.feature_fusion import FeatureFusionEmbedder
+
+        return FeatureFusionEmbedder(image_tower=args.tower, text_model=args.dense_text, dim=256, width=256,
+                                     layers=2, visual_grid=args.visual_grid, progress=True), 3e-4
+    from encoders.vista import VistaEmbedder
+
+    return VistaEmbedder(image_tower=args.tower, text_model=args.dense_text, visual_grid=args.visual_grid,
+                         progress=True), 1e-3
+
+
+def train_fusion(name: str, train, args, workdir: Path):
+    """A fusion model trained on caption -> image and composed pairs (the same pairs and steps for each)."""
+    from lsr.captions import composed_pairs
+    from lsr.inputs import Input
+
+    model, lr = fusion_model(name, args)
+    cq, cd, cg = composed_pairs(train, per_image=1)
+    queries = [Input(text=c) for c in train.captions] + cq
+    docs = [Input(image=train.images[int(i)]) for i in train.caption_image] + cd
+    groups = [train.image_ids[int(i)] for i in train.caption_image] + cg
+    log(f"{name}: {len(queries)} pairs (captions -> images, composed), {args.fusion_steps} steps")
+    t0 = time.perf_counter()
+    model.fit_pairs(queries, docs, groups, steps=args.fusion_steps, batch_size=args.fusion_batch,
+                    learning_rate=lr, seed=args.seed, cache_dir=args.cache)
+    seconds = time.perf_counter() - t0
+    model.save(workdir / f"{name}-model")
+    return model, seconds
+
+
+def dense_eval(model, ev, task, args) -> tuple[dict, dict]:
+    """Text<->image recalls and the composed task (fused query, image alone, half caption alone)."""
+    from lsr.captions import rank_by_scores
+    from lsr.inputs import Input
+
+    model.use_features(model.compute_features(ev.images, args.cache))
+    img = model.encode_documents([Input(image=p) for p in ev.images])
+    cap = model.encode_queries(ev.captions)
+    scores = cap @ img.T
+    row = recalls(rank_by_scores(scores, ev.caption_ids, ev.image_ids, 10),
+                  rank_by_scores(scores.T, ev.image_ids, ev.caption_ids, 10), ev)
+    cand = model.encode_documents(task.candidates)
+    composed = {}
+    for label, qs in (("fused", task.queries), ("image_only", [Input(image=q.image) for q in task.queries]),
+                      ("text_only", [Input(text=q.text) for q in task.queries])):
+        run = rank_by_scores(model.encode_queries(qs) @ cand.T, task.query_ids, task.candidate_ids, 10)
+        composed[label] = task.recall(run)
+    return row, composed
+
+
+def cranfield_ndcg(model, data: Path) -> float:
+    """nDCG@10 of ``model``'s text vectors on Cranfield, by exhaustive cosine."""
+    from lsr.captions import rank_by_scores
+    from lsr.evaluate import evaluate
+    from lsr.io import read_corpus, read_qrels, read_queries
+
+    corpus, queries = read_corpus(data / "corpus.jsonl"), read_queries(data / "queries.jsonl")
+    corpus = [d for d in corpus if d.text.strip()]  # Cranfield has a few empty documents
+    scores = model.encode_queries([q.text for q in queries]) @ model.encode_documents([d.text for d in corpus]).T
+    run = rank_by_scores(scores, [q.id for q in queries], [d.id for d in corpus], 10)
+    ranked = {q: {d: 10.0 - r for r, d in enumerate(ds)} for q, ds in run.items()}
+    return round(float(evaluate(ranked, read_qrels(data / "qrels" / "test.tsv"), ["ndcg@10"])["ndcg@10"]), 4)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=os.environ.get("LSR_FLICKR8K", "../shared/data/flickr8k"),
@@ -188,10 +275,20 @@ def main(argv=None) -> int:
     ap.add_argument("--alpha", type=float, default=0.5, help="hybrid: weight of the sparse score")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-dense", action="store_true")
+    ap.add_argument("--skip-stair", action="store_true", help="no STAIR and hybrid rows")
+    ap.add_argument("--fusion", default=",".join(FUSION_MODELS),
+                    help=f"fusion models to train and evaluate, comma-separated ({', '.join(FUSION_MODELS)}; "
+                         "'' for none)")
+    ap.add_argument("--fusion-steps", type=int, default=None, help="training steps of each fusion model")
+    ap.add_argument("--fusion-batch", type=int, default=128)
+    ap.add_argument("--visual-grid", type=int, default=2,
+                    help="fusion models: the tower's 7x7 map averaged to GRID x GRID cells (+ its average)")
+    ap.add_argument("--cranfield", default=os.environ.get("LSR_CRANFIELD", "../shared/data/cranfield"),
+                    help="Cranfield folder, for VISTA's text-only check ('' to skip)")
     ap.add_argument("--reuse", action="store_true",
                     help="evaluate the models an earlier run saved in --workdir instead of training")
     args = ap.parse_args(argv)
-    if args.reuse and not (args.workdir and (Path(args.workdir) / "stair-model").is_dir()):
+    if args.reuse and not (args.workdir and (args.skip_stair or (Path(args.workdir) / "stair-model").is_dir())):
         ap.error("--reuse needs --workdir of an earlier run (with stair-model/)")
     if args.steps1 is None:
         args.steps1 = 40 if args.quick else 400
@@ -199,6 +296,12 @@ def main(argv=None) -> int:
         args.steps2 = 20 if args.quick else 150
     if args.dense_steps is None:
         args.dense_steps = 150 if args.quick else 1500
+    if args.fusion_steps is None:
+        args.fusion_steps = 30 if args.quick else 600
+    fusion = [f for f in args.fusion.split(",") if f]
+    unknown = sorted(set(fusion) - set(FUSION_MODELS))
+    if unknown:
+        ap.error(f"--fusion: unknown model {', '.join(unknown)} (known: {', '.join(FUSION_MODELS)})")
     n_train = args.train_images or (300 if args.quick else None)
     n_eval = args.eval_images or (100 if args.quick else None)
 
@@ -230,24 +333,28 @@ def main(argv=None) -> int:
                     "train_images": len(train.image_ids), "train_captions": len(train.captions),
                     "settings": {k_: v for k_, v in vars(args).items() if k_ not in ("json",)}}
 
-    if args.reuse:
-        from encoders.stair import StairEncoder
+    train_seconds = 0.0
+    t2i = i2t = None
+    if not args.skip_stair:
+        if args.reuse:
+            from encoders.stair import StairEncoder
 
-        log(f"reusing the models saved in {workdir} (no training)")
-        enc, seconds = StairEncoder(str(workdir / "stair-model"), device="cpu", dtype="float32"), 0.0
-    else:
-        enc, seconds = train_stair(train, args, workdir)
-        enc.save(workdir / "stair-model")
-    enc.use_features(enc.compute_features(ev.images, args.cache))
-    t2i, i2t, nnz = stair_runs(enc, ev, workdir, k)
-    result["stair"] = {**recalls(ids_only(t2i), ids_only(i2t), ev), **nnz}
-    result["stair_examples"] = top_tokens(enc, ev.images[:5])
-    train_seconds = seconds
+            log(f"reusing the models saved in {workdir} (no training)")
+            enc = StairEncoder(str(workdir / "stair-model"), device="cpu", dtype="float32")
+        else:
+            enc, train_seconds = train_stair(train, args, workdir)
+            enc.save(workdir / "stair-model")
+        enc.use_features(enc.compute_features(ev.images, args.cache))
+        t2i, i2t, nnz = stair_runs(enc, ev, workdir, k)
+        result["stair"] = {**recalls(ids_only(t2i), ids_only(i2t), ev), **nnz}
+        result["stair_examples"] = top_tokens(enc, ev.images[:5])
 
+    from lsr.captions import composed_task
+    from lsr.inputs import Input
+
+    task = composed_task(ev)
     if not args.skip_dense:
         from encoders.image_text import TowerEmbedder
-        from lsr.captions import rank_by_scores
-        from lsr.inputs import Input
 
         if args.reuse:
             dense = TowerEmbedder(str(workdir / "dense-model"), progress=True)
@@ -259,18 +366,39 @@ def main(argv=None) -> int:
                       seed=args.seed, cache_dir=args.cache)
             train_seconds += time.perf_counter() - t0
             dense.save(workdir / "dense-model")
-        dense.use_features(dense.compute_features(ev.images, args.cache))
-        img = dense.encode_documents([Input(image=p) for p in ev.images])
-        cap = dense.encode_queries(ev.captions)
-        scores = cap @ img.T
-        result["dense"] = recalls(rank_by_scores(scores, ev.caption_ids, ev.image_ids, 10),
-                                  rank_by_scores(scores.T, ev.image_ids, ev.caption_ids, 10), ev)
-        h_t2i = hybrid_runs(t2i, cap, ev.caption_ids, img, ev.image_ids, args.alpha, args.k0, 10)
-        h_i2t = hybrid_runs(i2t, img, ev.image_ids, cap, ev.caption_ids, args.alpha, args.k0, 10)
-        result["hybrid"] = {**recalls(h_t2i["interp"], h_i2t["interp"], ev), "k0": args.k0,
-                            "dense_candidates": args.k0, "fusion": "interp", "alpha": args.alpha, "norm": "minmax"}
-        result["hybrid_rrf"] = {**recalls(h_t2i["rrf"], h_i2t["rrf"], ev), "k0": args.k0,
-                                "dense_candidates": args.k0, "fusion": "rrf", "rrf_k": 60}
+        result["dense"], result.setdefault("composed", {})["dense"] = dense_eval(dense, ev, task, args)
+        if t2i is not None:
+            img = dense.encode_documents([Input(image=p) for p in ev.images])
+            cap = dense.encode_queries(ev.captions)
+            h_t2i = hybrid_runs(t2i, cap, ev.caption_ids, img, ev.image_ids, args.alpha, args.k0, 10)
+            h_i2t = hybrid_runs(i2t, img, ev.image_ids, cap, ev.caption_ids, args.alpha, args.k0, 10)
+            result["hybrid"] = {**recalls(h_t2i["interp"], h_i2t["interp"], ev), "k0": args.k0,
+                                "dense_candidates": args.k0, "fusion": "interp", "alpha": args.alpha,
+                                "norm": "minmax"}
+            result["hybrid_rrf"] = {**recalls(h_t2i["rrf"], h_i2t["rrf"], ev), "k0": args.k0,
+                                    "dense_candidates": args.k0, "fusion": "rrf", "rrf_k": 60}
+    for name in fusion:
+        saved = workdir / f"{name}-model"
+        if args.reuse and saved.is_dir():
+            from encoders.dense import load_embedder
+
+            model, seconds = load_embedder(str(saved), progress=True), 0.0
+        else:
+            model, seconds = train_fusion(name, train, args, workdir)
+        result[name], result.setdefault("composed", {})[name] = dense_eval(model, ev, task, args)
+        result[name]["train_seconds"] = round(seconds, 1)
+        train_seconds += seconds
+        if name == "vista" and args.cranfield and Path(args.cranfield).is_dir():
+            from encoders.dense import SentenceEmbedder
+
+            result["vista_text_check"] = {"collection": "cranfield", "metric": "ndcg@10",
+                                          args.dense_text: cranfield_ndcg(SentenceEmbedder(args.dense_text),
+                                                                          Path(args.cranfield)),
+                                          "vista": cranfield_ndcg(model, Path(args.cranfield))}
+    if "composed" in result:
+        result["composed_task"] = {"queries": len(task.query_ids), "candidates": len(task.candidate_ids),
+                                   "query": "image + first half of its first caption",
+                                   "relevant": "the image's other captions"}
     result["train_seconds"] = round(train_seconds, 1)
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     result["machine"] = machine()
@@ -279,15 +407,29 @@ def main(argv=None) -> int:
     print(f"Flickr8k, {len(ev.image_ids)} eval images / {len(ev.captions)} captions; "
           f"trained on {len(train.image_ids)} images ({describe(result['machine'])})")
     print(f"{'system':10} {'t2i R@1':>8} {'R@5':>6} {'R@10':>6} {'i2t R@1':>8} {'R@5':>6} {'R@10':>6}")
-    for name in ("stair", "dense", "hybrid", "hybrid_rrf"):
+    for name in ("stair", "dense", "hybrid", "hybrid_rrf", *FUSION_MODELS):
         if name in result:
             a, b = result[name]["t2i"], result[name]["i2t"]
             print(f"{name:10} {a['R@1']:8.3f} {a['R@5']:6.3f} {a['R@10']:6.3f} {b['R@1']:8.3f} {b['R@5']:6.3f} "
                   f"{b['R@10']:6.3f}")
-    print(f"STAIR non-zeros: {result['stair']['nnz_per_image']} per image, "
-          f"{result['stair']['nnz_per_caption']} per caption; training {result['train_seconds']} s")
-    for ex in result["stair_examples"][:3]:
-        print(f"  {ex['image']}: " + ", ".join(f"{t} {w}" for t, w in ex["tokens"]))
+    if "stair" in result:
+        print(f"STAIR non-zeros: {result['stair']['nnz_per_image']} per image, "
+              f"{result['stair']['nnz_per_caption']} per caption")
+        for ex in result["stair_examples"][:3]:
+            print(f"  {ex['image']}: " + ", ".join(f"{t} {w}" for t, w in ex["tokens"]))
+    if "composed" in result:
+        t = result["composed_task"]
+        print(f"composed: image + half a caption -> its other captions ({t['queries']} queries, "
+              f"{t['candidates']} candidate captions), R@1 / R@5 / R@10")
+        print(f"{'model':10} {'fused':>20} {'image only':>20} {'half caption only':>20}")
+        for name, row in result["composed"].items():
+            cells = ["{R@1:.3f} {R@5:.3f} {R@10:.3f}".format(**row[c]) for c in ("fused", "image_only", "text_only")]
+            print(f"{name:10} " + " ".join(f"{c:>20}" for c in cells))
+    if "vista_text_check" in result:
+        v = result["vista_text_check"]
+        print(f"VISTA text-only vectors, Cranfield nDCG@10: {v['vista']:.4f} (frozen {args.dense_text}: "
+              f"{v[args.dense_text]:.4f})")
+    print(f"training {result['train_seconds']} s, total {result['total_seconds']} s")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if tmp is not None:

@@ -16,8 +16,8 @@ Every dense encoder has the same small interface, which the embedding store
   sentence-transformers directory: :class:`SentenceEmbedder`;
 * ``open_clip:MODEL`` or ``open_clip:MODEL@PRETRAINED`` (a pretrained tag such
   as ``openai`` or a local checkpoint file): :class:`ClipEmbedder`;
-* a directory saved by :class:`encoders.image_text.TowerEmbedder` (frozen image
-  tower + sentence embedder with learned projections);
+* a directory saved by a tower model of :mod:`encoders.image_text` (frozen image
+  tower + sentence embedder; score fusion, UniIR feature fusion or VISTA);
 * ``e5v:SOURCE`` (an alias, ``hf:`` id or directory of a LLaVA-family model),
   or a local directory whose ``config.json`` names a LLaVA model type:
   :class:`encoders.mllm.E5VEmbedder`.
@@ -41,7 +41,7 @@ from lsr.inputs import as_inputs, load_image
 from lsr.threads import intra_op_threads
 
 from .hub import cache_only, hub_error, hub_unavailable
-from .image_text import TowerEmbedder, is_tower_embedder_dir
+from .image_text import is_tower_embedder_dir, load_tower_model, tower_model_class_of
 from .registry import _package_dir, register_alias, resolve
 from .splade import check_batching, pick_device, pick_dtype
 
@@ -324,7 +324,7 @@ def _check_options(name: str, options: dict) -> None:
     elif name.startswith("e5v:") or _is_llava_dir(Path(os.path.expanduser(name))):
         from .mllm import E5VEmbedder as cls
     elif is_tower_embedder_dir(name):
-        cls = TowerEmbedder
+        cls = tower_model_class_of(name)
     else:
         cls = SentenceEmbedder
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model"}
@@ -358,7 +358,7 @@ def load_embedder(name: str, *, device: str | None = None, batch_size: int | Non
 
         return E5VEmbedder(name, **common, **options)
     if path.is_dir() and is_tower_embedder_dir(path):
-        return TowerEmbedder(name, **common, **options)
+        return load_tower_model(name, **common, **options)
     if max_length and "max_length" not in options:
         common["max_length"] = max_length
     return SentenceEmbedder(name, **common, **options)

@@ -1,29 +1,42 @@
-"""A dense image–text embedder built from two frozen towers and two learned projections (the LiT recipe).
+"""Dense image–text embedders built on two frozen towers: one base, three ways to fuse an image and a text.
 
-Images go through a frozen image tower (e.g. the offline ImageNet
-EfficientNet-Lite0, :mod:`encoders.towers`) and its pooled features through a
-learned projection; texts through a frozen sentence embedder (e.g. ``minilm``)
-and a learned projection. Both land in one ``dim``-sized space, L2-normalised,
-so a dot product is a cosine. An image+text input is
-``normalize(image_weight * img + (1 - image_weight) * txt)`` (UniIR's score
-fusion, as :class:`encoders.dense.ClipEmbedder` does it).
+Every model here reads images through a frozen image tower (e.g. the offline
+ImageNet EfficientNet-Lite0, :mod:`encoders.towers`) and texts through a frozen
+sentence embedder (e.g. ``minilm``); only a small part trains. They differ in
+how an image+text input becomes one vector:
 
-Only the projections train (:meth:`TowerEmbedder.fit`, in-batch contrastive
-loss with a learned temperature), on tower features cached once
-(:class:`encoders.features.TowerFeatures`) and text embeddings computed once,
-so training on 30,000 captions takes seconds after the features exist.
+* ``score`` -- :class:`TowerEmbedder` (this module; UniIR's score fusion, the
+  LiT recipe): pooled tower features and the sentence embedding each pass a
+  learned projection; an image+text input is
+  ``normalize(image_weight * img + (1 - image_weight) * txt)``.
+* ``feature`` -- :class:`encoders.feature_fusion.FeatureFusionEmbedder`
+  (UniIR's feature fusion): the tower's grid cells and the text's token
+  states meet in a small transformer before pooling.
+* ``vista`` -- :class:`encoders.vista.VistaEmbedder` (VISTA): the grid cells,
+  projected into the sentence encoder's word-embedding space, are prepended
+  to the text's word pieces and the frozen sentence encoder reads both.
+
+The shared machinery lives in :class:`TowerModel`: loading and saving a
+directory, the tower and its preprocessing, cached tower features
+(:class:`encoders.features.TowerFeatures`), encoding any mix of text, image and
+image+text inputs, and :meth:`TowerModel.fit_pairs`, the in-batch contrastive
+loop (learned temperature) on any (query, document) pairs. A subclass says only
+what its frozen parts produce (``_image_rep``, ``_text_items``/``_collate``)
+and how the trainable part fuses them (``_fuse``).
 
 A saved model is a directory::
 
-    DIR/lsr-towers.json     kind marker and configuration (towers, dim, fusion weight)
-    DIR/model.safetensors   the projections and the temperature
+    DIR/lsr-towers.json     kind marker and configuration ("fusion": score | feature | vista)
+    DIR/model.safetensors   the trained part
 
 It is a dense model wherever one is accepted: ``lsr embed --model DIR``,
-``lsr search --rerank STORE``, ``lsr eval-mbeir --model DIR``.
+``lsr search --rerank STORE``, ``lsr eval-mbeir --model DIR``
+(:func:`load_tower_model` picks the class from the directory).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -34,7 +47,7 @@ import torch
 from torch import nn
 
 from lsr.errors import InputError
-from lsr.inputs import as_inputs, load_image
+from lsr.inputs import Input, as_inputs, load_image
 
 from .splade import pick_device
 from .towers import build_timm_tower, tower_fingerprint
@@ -42,95 +55,157 @@ from .towers import build_timm_tower, tower_fingerprint
 MARKER = "lsr-towers.json"
 FORMAT = "lsr-towers/1"
 WEIGHTS_FILE = "model.safetensors"
+#: fusion name -> "module:Class"
+FUSIONS = {"score": "encoders.image_text:TowerEmbedder",
+           "feature": "encoders.feature_fusion:FeatureFusionEmbedder",
+           "vista": "encoders.vista:VistaEmbedder"}
 
 
 def is_tower_embedder_dir(path: str | os.PathLike) -> bool:
     return (Path(os.path.expanduser(str(path))) / MARKER).is_file()
 
 
-class _Projections(nn.Module):
-    def __init__(self, image_width: int, text_width: int, dim: int, hidden: int = 0):
-        super().__init__()
-        if hidden:
-            self.image = nn.Sequential(nn.Linear(image_width, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        else:
-            self.image = nn.Linear(image_width, dim)
-        self.text = nn.Linear(text_width, dim)
-        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+def _read_config(path: Path) -> dict:
+    if not (path / MARKER).is_file():
+        raise InputError(f"{path}: not a tower embedder directory (it has no {MARKER})")
+    try:
+        config = json.loads((path / MARKER).read_text(encoding="utf-8"))
+        if config.get("format") != FORMAT:
+            raise ValueError(f"unknown format {config.get('format')!r}")
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path / MARKER}: not a readable configuration ({e})") from None
+    config.setdefault("fusion", "score")
+    if config["fusion"] not in FUSIONS:
+        raise InputError(f"{path / MARKER}: unknown fusion {config['fusion']!r} (known: {', '.join(FUSIONS)})")
+    return config
 
 
-class TowerEmbedder:
-    """Dense embeddings of texts, images and image+text inputs from a frozen image tower and a frozen
-    sentence embedder, joined by learned projections.
+def tower_model_class(fusion: str):
+    module, _, cls = FUSIONS[fusion].partition(":")
+    return getattr(importlib.import_module(module), cls)
 
-    ``TowerEmbedder(path)`` loads a saved directory; ``TowerEmbedder(image_tower=..., text_model=...,
-    dim=...)`` builds a new one with random projections (train it with :meth:`fit`).
-    """
+
+def tower_model_class_of(path: str | os.PathLike):
+    """The class that loads the saved directory ``path``."""
+    return tower_model_class(_read_config(Path(os.path.expanduser(str(path))))["fusion"])
+
+
+def load_tower_model(path: str | os.PathLike, **options) -> "TowerModel":
+    """A saved tower model of any fusion kind."""
+    return tower_model_class_of(path)(path, **options)
+
+
+def sentence_parts(text) -> tuple[nn.Module, Any, str]:
+    """``(transformer, tokenizer, pooling)`` inside a :class:`encoders.dense.SentenceEmbedder`: the Hugging Face
+    model that reads word-piece embeddings, its tokenizer, and the sentence pooling (``mean`` or ``cls``)."""
+    st = text.model
+    first = st[0]
+    auto = getattr(first, "auto_model", None) or getattr(first, "model", None)
+    tokenizer = getattr(first, "tokenizer", None)
+    embeddings = getattr(getattr(auto, "embeddings", None), "word_embeddings", None)
+    if auto is None or tokenizer is None or embeddings is None:
+        raise InputError(f"{text.name!r}: token-level fusion needs a BERT-like sentence-transformers model "
+                         "(a Transformer module whose model has embeddings.word_embeddings)")
+    pooling = "mean"
+    for module in list(st)[1:]:
+        mode = getattr(module, "pooling_mode", None)
+        if mode is None and hasattr(module, "get_pooling_mode_str"):
+            mode = module.get_pooling_mode_str()
+        if mode is not None:
+            pooling = str(mode)
+            break
+    if pooling not in ("mean", "cls"):
+        raise InputError(f"{text.name!r}: sentence pooling {pooling!r} is not supported here (mean or cls)")
+    return auto, tokenizer, pooling
+
+
+def grid_tokens(tower, tokens: torch.Tensor, grid: int) -> torch.Tensor:
+    """``[n, grid*grid + 1, width]``: a CNN's feature map averaged down to ``grid x grid`` cells, plus the
+    average of the whole map; a ViT's tokens as they are."""
+    if not tower.spatial:
+        return tokens
+    n, positions, width = tokens.shape
+    side = int(round(positions ** 0.5))
+    if side * side != positions:
+        raise InputError(f"a {positions}-cell feature map is not square")
+    fmap = tokens.transpose(1, 2).reshape(n, width, side, side)
+    cells = nn.functional.adaptive_avg_pool2d(fmap, min(grid, side)).flatten(2).transpose(1, 2)
+    return torch.cat([tokens.mean(dim=1, keepdim=True), cells], dim=1)
+
+
+def _shape(x: Input) -> str:
+    """``text``, ``image`` or ``image,text``; an instruction without text counts as text (M-BEIR style)."""
+    return ",".join(p for p, on in (("image", x.image is not None), ("text", bool(x.text_with_instruction())))
+                    if on)
+
+
+class TowerModel:
+    """The shared part of the tower embedders (see the module docstring). Not used on its own."""
 
     kind = "towers"
     normalized = True
+    fusion = ""
 
-    def __init__(
-        self,
-        model: str | os.PathLike | None = None,
-        *,
-        image_tower: str = "efficientnet-lite0",
-        pretrained: str | None = None,
-        text_model: str = "minilm",
-        dim: int = 256,
-        image_hidden: int = 0,
-        image_weight: float = 0.5,
-        device: str | None = None,
-        batch_size: int = 32,
-        progress: bool = False,
-        name: str | None = None,
-    ):
-        from .dense import SentenceEmbedder
-
-        if not 0.0 <= image_weight <= 1.0:
-            raise InputError(f"image_weight must lie in [0, 1], got {image_weight}")
+    # ------------------------------------------------------ construction
+    def _setup(self, model, new_config: dict, *, device, batch_size: int, progress: bool, name: str | None,
+               overrides: dict | None = None) -> None:
         if batch_size < 1:
             raise InputError(f"batch_size must be positive, got {batch_size}")
+        from .dense import SentenceEmbedder
+
         self.device = pick_device(device)
         self.batch_size = batch_size
         self.progress = progress
         self.features = None
         if model is not None:
             path = Path(os.path.expanduser(str(model)))
-            if not (path / MARKER).is_file():
-                raise InputError(f"{path}: not a tower embedder directory (it has no {MARKER})")
-            try:
-                config = json.loads((path / MARKER).read_text(encoding="utf-8"))
-                if config.get("format") != FORMAT:
-                    raise ValueError(f"unknown format {config.get('format')!r}")
-            except (OSError, ValueError) as e:
-                raise InputError(f"{path / MARKER}: not a readable configuration ({e})") from None
+            config = _read_config(path)
+            if config["fusion"] != self.fusion:
+                raise InputError(f"{path}: a {config['fusion']!r}-fusion model, not {self.fusion!r}; load it with "
+                                 f"{tower_model_class(config['fusion']).__name__} or encoders.dense.load_embedder")
+            config.update({k: v for k, v in (overrides or {}).items() if v is not None})
             self.source = str(path.resolve())
             self.name = name or str(model)
         else:
-            if dim < 1:
-                raise InputError(f"dim must be positive, got {dim}")
-            config = {"format": FORMAT, "image_tower": image_tower, "pretrained": pretrained,
-                      "text_model": text_model, "dim": int(dim), "image_hidden": int(image_hidden),
-                      "image_weight": float(image_weight)}
+            config = {"format": FORMAT, "fusion": self.fusion, **new_config}
             self.source = None
-            self.name = name or f"towers:{image_tower}+{text_model}"
+            self.name = name or f"towers-{self.fusion}:{config['image_tower']}+{config['text_model']}"
         self.config = config
-        self.image_weight = float(config["image_weight"]) if model is not None else float(image_weight)
         self.tower = build_timm_tower(config["image_tower"], config.get("pretrained")).to(self.device).eval()
-        self.text = SentenceEmbedder(config["text_model"], device=str(self.device), batch_size=batch_size,
-                                     progress=progress)
-        self.dim = int(config["dim"])
-        self.proj = _Projections(self.tower.width, self.text.dim, self.dim, int(config.get("image_hidden", 0)))
+        # no progress bars of its own: this model's loops show one
+        self.text = SentenceEmbedder(config["text_model"], device=str(self.device), batch_size=batch_size)
+        self.net = self._build()
         if model is not None:
             self._load_weights(Path(self.source))
-        self.proj.to(self.device).eval()
+        self.net.to(self.device).eval()
         import open_clip
 
         pp = self.tower.preprocess_config()
         self.preprocess = open_clip.image_transform(tuple(pp["size"]), is_train=False, mean=tuple(pp["mean"]),
                                                     std=tuple(pp["std"]), resize_mode=pp["resize_mode"],
                                                     interpolation=pp["interpolation"])
+
+    # ---------------------------------------------- what a subclass says
+    def _build(self) -> nn.Module:
+        """The trainable module (with a ``logit_scale`` parameter); ``self.dim`` set."""
+        raise NotImplementedError
+
+    def _image_rep(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The frozen image part from the tower's ``[n, positions, width]`` tokens."""
+        raise NotImplementedError
+
+    def _text_items(self, texts: list[str]) -> list:
+        """The frozen text part of each text (one item per text, kept between training steps)."""
+        raise NotImplementedError
+
+    def _collate(self, items: list):
+        """A batch of text items, as ``_fuse`` takes it."""
+        raise NotImplementedError
+
+    def _fuse(self, texts, images: torch.Tensor | None) -> torch.Tensor:
+        """``[n, dim]`` L2-normalised vectors of texts only (``images`` None), images only (``texts`` None) or
+        image+text pairs; differentiable in the trainable module."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------ towers
     def pixels(self, images: Sequence[Any], device=None) -> torch.Tensor:
@@ -148,12 +223,13 @@ class TowerEmbedder:
         return TowerFeatures.compute(self, images, cache_dir, batch_size=self.batch_size, progress=progress)
 
     def use_features(self, features) -> None:
-        """Read pooled tower features of cached images from ``features`` instead of running the tower."""
+        """Read tower features of cached images from ``features`` instead of running the tower."""
         if features is not None and features.fingerprint != self.tower_fingerprint():
             raise InputError(f"{features.path}: these features come from another image tower; recompute them")
         self.features = features
 
-    def _pooled_images(self, images: Sequence[Any]) -> torch.Tensor:
+    @torch.inference_mode()
+    def _image_reps(self, images: Sequence[Any]) -> torch.Tensor:
         out = []
         for s in range(0, len(images), self.batch_size):
             part = images[s:s + self.batch_size]
@@ -161,12 +237,12 @@ class TowerEmbedder:
                 tokens = self.features.lookup(part, self.device)
             else:
                 tokens = self.tower.tokens(self.pixels(part))
-            out.append(self.tower.pool(tokens))
+            out.append(self._image_rep(tokens.float()))
         return torch.cat(out)
 
     # -------------------------------------------------------------- API
     def settings(self) -> dict:
-        return {"image_weight": self.image_weight, "image_tower": self.config["image_tower"],
+        return {"fusion": self.fusion, "image_tower": self.config["image_tower"],
                 "text_model": self.config["text_model"]}
 
     def encode_queries(self, inputs: Sequence[Any]) -> np.ndarray:
@@ -175,88 +251,132 @@ class TowerEmbedder:
     def encode_documents(self, inputs: Sequence[Any]) -> np.ndarray:
         return self._encode(inputs)
 
-    @torch.inference_mode()
     def _encode(self, inputs: Sequence[Any]) -> np.ndarray:
+        from lsr.progress import tqdm
+
         items = as_inputs(inputs)
-        out = torch.zeros((len(items), self.dim), dtype=torch.float32, device=self.device)
-        text_rows = [i for i, x in enumerate(items) if x.text_with_instruction()]
-        image_rows = [i for i, x in enumerate(items) if x.image is not None]
-        if text_rows:
-            emb = self.text.encode_documents([items[i].text_with_instruction() for i in text_rows])
-            out[text_rows] = self._text_vectors(torch.from_numpy(emb).to(self.device))
-        if image_rows:
-            img = self._image_vectors(self._pooled_images([items[i].image for i in image_rows]))
-            with_text = set(text_rows)
-            w = self.image_weight
-            for j, r in enumerate(image_rows):
-                out[r] = w * img[j] + (1.0 - w) * out[r] if r in with_text else img[j]
-        return torch.nn.functional.normalize(out, dim=-1).cpu().numpy().astype(np.float32, copy=False)
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        groups: dict[str, list[int]] = {}
+        for i, x in enumerate(items):
+            groups.setdefault(_shape(x), []).append(i)
+        show = self.progress and len(items) > 4 * self.batch_size
+        with tqdm(total=len(items), desc=f"embed ({self.fusion} fusion)", unit="input", disable=not show) as bar:
+            for rows in groups.values():
+                for s in range(0, len(rows), self.batch_size):
+                    part = [items[r] for r in rows[s:s + self.batch_size]]
+                    with torch.inference_mode():
+                        vec = self._embed(part, self._text_items, self._image_reps)
+                    out[rows[s:s + self.batch_size]] = vec.float().cpu().numpy()
+                    bar.update(len(part))
+        return out
 
-    def _text_vectors(self, emb: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(self.proj.text(emb.float()), dim=-1)
-
-    def _image_vectors(self, pooled: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(self.proj.image(pooled.float()), dim=-1)
+    def _embed(self, part: list[Input], text_items, image_reps) -> torch.Tensor:
+        """Vectors of inputs of one modality, with the frozen parts from ``text_items`` and ``image_reps``."""
+        texts = [x.text_with_instruction() for x in part]
+        has_text, has_image = bool(texts[0]), part[0].image is not None
+        t = self._collate(text_items(texts)) if has_text else None
+        im = image_reps([x.image for x in part]) if has_image else None
+        return self._fuse(t, im)
 
     # ---------------------------------------------------------- training
-    def fit(self, texts: Sequence[str], images: Sequence[str], steps: int = 2000, batch_size: int = 256,
-            learning_rate: float = 1e-3, weight_decay: float = 1e-4, seed: int = 0,
-            cache_dir: str | os.PathLike | None = None) -> dict:
-        """Train the projections on (caption, image) pairs with a symmetric in-batch contrastive loss.
+    def fit(self, texts: Sequence[str], images: Sequence[str], **options) -> dict:
+        """Train on (caption, image) pairs: ``texts[i]`` describes ``images[i]``; captions of one image are not
+        negatives of each other. Options as :meth:`fit_pairs`."""
+        if len(texts) != len(images) or not texts:
+            raise InputError(f"{len(texts)} texts for {len(images)} images; give one image per text")
+        return self.fit_pairs([Input(text=t) for t in texts], [Input(image=str(p)) for p in images],
+                              groups=[str(p) for p in images], **options)
 
-        ``texts[i]`` describes ``images[i]`` (an image may appear with several
-        captions; they are not negatives of each other). Tower features are
-        computed once (cached in ``cache_dir``), text embeddings once per
-        call. Returns the last step's loss parts.
+    def fit_pairs(self, queries: Sequence[Any], documents: Sequence[Any], groups: Sequence[Any] | None = None, *,
+                  steps: int = 2000, batch_size: int = 256, learning_rate: float = 1e-3, weight_decay: float = 1e-4,
+                  seed: int = 0, cache_dir: str | os.PathLike | None = None) -> dict:
+        """Train the trainable part on (query, document) pairs with a symmetric in-batch contrastive loss.
+
+        Queries and documents are strings or :class:`lsr.inputs.Input` of any
+        modality. A batch holds pairs of one shape (query modality -> document
+        modality); each shape is drawn equally often. Pairs with the
+        same ``groups`` value (default: the same document) are not negatives
+        of each other. Tower features are computed once (cached in
+        ``cache_dir``), frozen text parts once per distinct text. Returns the
+        last logged step's loss.
         """
         from lsr.losses import in_batch_contrastive
         from lsr.progress import tqdm
 
-        if len(texts) != len(images) or not texts:
-            raise InputError(f"{len(texts)} texts for {len(images)} images; give one image per text")
-        unique = sorted(set(map(str, images)))
-        cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "lsr", "features")
-        feats = self.compute_features(unique, cache_dir, progress=self.progress)
-        with torch.inference_mode():
-            pooled = torch.cat([self.tower.pool(feats.lookup(unique[s:s + 512], self.device))
-                                for s in range(0, len(unique), 512)])
-            text_emb = torch.from_numpy(self.text.encode_documents(list(texts))).to(self.device)
-        pooled, text_emb = pooled.clone(), text_emb.clone()
-        row = {p: i for i, p in enumerate(unique)}
-        image_of = torch.tensor([row[str(p)] for p in images], device=self.device)
+        queries, documents = as_inputs(queries), as_inputs(documents)
+        if len(queries) != len(documents) or not queries:
+            raise InputError(f"{len(queries)} queries for {len(documents)} documents; give one document per query")
+        if groups is None:
+            groups = [(d.text_with_instruction(), str(d.image)) for d in documents]
+        if len(groups) != len(queries):
+            raise InputError(f"{len(groups)} groups for {len(queries)} pairs")
+        group_id = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+        gid = torch.tensor([group_id[g] for g in groups])
+        for side in (queries, documents):
+            bad = next((x for x in side if x.image is not None and not isinstance(x.image, (str, os.PathLike))), None)
+            if bad is not None:
+                raise InputError("training images must be file paths (their tower features are cached), "
+                                 f"got {type(bad.image).__name__}")
+        # frozen image parts of every image, once
+        unique = sorted({str(x.image) for side in (queries, documents) for x in side if x.image is not None})
+        image_row = {p: i for i, p in enumerate(unique)}
+        reps = None
+        if unique:
+            cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "lsr", "features")
+            feats = self.compute_features(unique, cache_dir, progress=self.progress)
+            with torch.no_grad():  # not inference_mode: these tensors enter the training graph
+                reps = torch.cat([self._image_rep(feats.lookup(unique[s:s + 256], self.device))
+                                  for s in range(0, len(unique), 256)])
+        # frozen text parts, computed the first time a text is met
+        memo: dict[str, Any] = {}
+
+        def text_items(texts: list[str]) -> list:
+            new = [t for t in dict.fromkeys(texts) if t not in memo]
+            if new:
+                with torch.no_grad():
+                    memo.update(zip(new, self._text_items(new)))
+            return [memo[t] for t in texts]
+
+        def image_reps(images: list) -> torch.Tensor:
+            return reps[torch.tensor([image_row[str(p)] for p in images])]
+
+        shapes: dict[tuple[str, str], list[int]] = {}
+        for i, (q, d) in enumerate(zip(queries, documents)):
+            shapes.setdefault((_shape(q), _shape(d)), []).append(i)
+        buckets = [torch.tensor(rows) for rows in shapes.values()]
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
-        opt = torch.optim.AdamW(self.proj.parameters(), lr=learning_rate, weight_decay=weight_decay)
-        self.proj.train()
+        orders = [b[torch.randperm(len(b), generator=gen)] for b in buckets]
+        pos = [0] * len(buckets)
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+        self.net.train()
         last: dict = {}
-        n = len(texts)
-        b = min(batch_size, n)
-        with tqdm(total=steps, desc="train projections", unit="step", disable=not self.progress) as bar:
-            order = torch.randperm(n, generator=gen)
-            pos = 0
+        with tqdm(total=steps, desc=f"train {self.fusion} fusion", unit="step", disable=not self.progress) as bar:
             for step in range(steps):
-                if pos + b > n:
-                    order, pos = torch.randperm(n, generator=gen), 0
-                idx = order[pos:pos + b].to(self.device)
-                pos += b
-                imgs = image_of[idx]
-                q = self._text_vectors(text_emb[idx])
-                d = self._image_vectors(pooled[imgs])
-                scale = self.proj.logit_scale.clamp(max=np.log(100.0)).exp()
-                same = imgs[:, None] == imgs[None, :]
-                parts = in_batch_contrastive(q * scale, d, 1.0, same)
+                k = int(torch.randint(len(buckets), (1,), generator=gen)) if len(buckets) > 1 else 0
+                b = min(batch_size, len(buckets[k]))
+                if pos[k] + b > len(buckets[k]):
+                    orders[k], pos[k] = buckets[k][torch.randperm(len(buckets[k]), generator=gen)], 0
+                idx = orders[k][pos[k]:pos[k] + b]
+                pos[k] += b
+                q = self._embed([queries[i] for i in idx], text_items, image_reps)
+                d = self._embed([documents[i] for i in idx], text_items, image_reps)
+                scale = self.net.logit_scale.clamp(max=np.log(100.0)).exp()
+                g = gid[idx]
+                parts = in_batch_contrastive(q * scale, d, 1.0, g[:, None] == g[None, :])
                 opt.zero_grad(set_to_none=True)
                 parts["contrastive"].backward()
                 lr = learning_rate * min(1.0, (step + 1) / max(1, steps // 20)) * max(0.0, 1 - step / steps)
-                for g in opt.param_groups:
-                    g["lr"] = lr
+                for grp in opt.param_groups:
+                    grp["lr"] = lr
                 opt.step()
                 bar.update(1)
                 if (step + 1) % 50 == 0 or step + 1 == steps:
                     last = {"step": step + 1, "loss": float(parts["contrastive"].detach()),
                             "temperature": float(1 / scale.detach())}
                     bar.set_postfix(loss=f"{last['loss']:.3f}")
-        self.proj.eval()
+        self.net.eval()
         return last
 
     # ------------------------------------------------------------ saving
@@ -266,11 +386,13 @@ class TowerEmbedder:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tmp = path / (WEIGHTS_FILE + ".tmp")
-        save_model(self.proj, str(tmp))
+        save_model(self.net, str(tmp))
         os.replace(tmp, path / WEIGHTS_FILE)
-        config = dict(self.config, image_weight=self.image_weight)
-        (path / MARKER).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        (path / MARKER).write_text(json.dumps(self._config_to_save(), indent=2) + "\n", encoding="utf-8")
         return path
+
+    def _config_to_save(self) -> dict:
+        return dict(self.config)
 
     def _load_weights(self, path: Path) -> None:
         from safetensors.torch import load_model
@@ -279,12 +401,90 @@ class TowerEmbedder:
         if not weights.is_file():
             raise InputError(f"{weights}: file not found; the directory is incomplete")
         try:
-            load_model(self.proj, str(weights), strict=True)
+            load_model(self.net, str(weights), strict=True)
         except Exception as e:  # noqa: BLE001 - safetensors header / shape errors
-            raise InputError(f"{weights}: cannot load the projections ({str(e).splitlines()[0][:200]})") from None
+            raise InputError(f"{weights}: cannot load the trained part ({str(e).splitlines()[0][:200]})") from None
 
     def __repr__(self) -> str:
-        return f"TowerEmbedder({self.name!r}, dim={self.dim}, device={self.device})"
+        return f"{type(self).__name__}({self.name!r}, dim={self.dim}, device={self.device})"
 
 
-__all__ = ["MARKER", "TowerEmbedder", "is_tower_embedder_dir"]
+class _Projections(nn.Module):
+    def __init__(self, image_width: int, text_width: int, dim: int, hidden: int = 0):
+        super().__init__()
+        if hidden:
+            self.image = nn.Sequential(nn.Linear(image_width, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        else:
+            self.image = nn.Linear(image_width, dim)
+        self.text = nn.Linear(text_width, dim)
+        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+
+
+class TowerEmbedder(TowerModel):
+    """UniIR score fusion on frozen towers: pooled tower features and the sentence embedding, each through a
+    learned projection into one ``dim``-sized space; image+text is their weighted sum, renormalised.
+
+    ``TowerEmbedder(path)`` loads a saved directory; ``TowerEmbedder(image_tower=..., text_model=...,
+    dim=...)`` builds a new one with random projections (train it with :meth:`fit` or :meth:`fit_pairs`).
+    """
+
+    fusion = "score"
+
+    def __init__(
+        self,
+        model: str | os.PathLike | None = None,
+        *,
+        image_tower: str = "efficientnet-lite0",
+        pretrained: str | None = None,
+        text_model: str = "minilm",
+        dim: int = 256,
+        image_hidden: int = 0,
+        image_weight: float | None = None,
+        device: str | None = None,
+        batch_size: int = 32,
+        progress: bool = False,
+        name: str | None = None,
+    ):
+        if image_weight is not None and not 0.0 <= image_weight <= 1.0:
+            raise InputError(f"image_weight must lie in [0, 1], got {image_weight}")
+        if model is None and dim < 1:
+            raise InputError(f"dim must be positive, got {dim}")
+        new = {"image_tower": image_tower, "pretrained": pretrained, "text_model": text_model, "dim": int(dim),
+               "image_hidden": int(image_hidden), "image_weight": 0.5 if image_weight is None else float(image_weight)}
+        self._setup(model, new, device=device, batch_size=batch_size, progress=progress, name=name,
+                    overrides={"image_weight": image_weight})
+        self.image_weight = float(self.config["image_weight"])
+        self.proj = self.net
+        if model is None:
+            self.name = name or f"towers:{image_tower}+{text_model}"
+
+    def _build(self) -> nn.Module:
+        self.dim = int(self.config["dim"])
+        return _Projections(self.tower.width, self.text.dim, self.dim, int(self.config.get("image_hidden", 0)))
+
+    def settings(self) -> dict:
+        return {**super().settings(), "image_weight": self.image_weight}
+
+    def _config_to_save(self) -> dict:
+        return dict(self.config, image_weight=self.image_weight)
+
+    def _image_rep(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.tower.pool(tokens)
+
+    def _text_items(self, texts: list[str]) -> list:
+        return list(torch.from_numpy(self.text.encode_documents(texts)))
+
+    def _collate(self, items: list) -> torch.Tensor:
+        return torch.stack(items).to(self.device)
+
+    def _fuse(self, texts, images):
+        norm = torch.nn.functional.normalize
+        t = norm(self.net.text(texts.float()), dim=-1) if texts is not None else None
+        im = norm(self.net.image(images.float()), dim=-1) if images is not None else None
+        if t is None or im is None:
+            return t if im is None else im
+        return norm(self.image_weight * im + (1.0 - self.image_weight) * t, dim=-1)
+
+
+__all__ = ["MARKER", "FUSIONS", "TowerEmbedder", "TowerModel", "is_tower_embedder_dir", "load_tower_model",
+           "tower_model_class_of"]

@@ -286,6 +286,70 @@ def _recalls(ranks: list[int], cutoffs: Sequence[int]) -> dict[str, float]:
     return {f"R@{k}": round(float(((r >= 1) & (r <= k)).sum()) / n, 4) for k in cutoffs}
 
 
+def partial_caption(text: str, keep: float = 0.5) -> str:
+    """The first ``keep`` share of a caption's words (at least one word)."""
+    words = text.split()
+    return " ".join(words[:max(1, int(np.ceil(len(words) * keep)))])
+
+
+@dataclass
+class ComposedTask:
+    """Image + partial caption -> the image's other captions (a composed query built from a caption set).
+
+    For each image with two or more captions, the query is the image with the
+    first half of its first caption; the candidates are every other caption of
+    the set (first captions left out); a hit is any of the query image's other
+    captions. Neither half alone suffices: the image does not say which words
+    a captioner chose, the partial caption names only part of the scene.
+    """
+
+    query_ids: list[str]
+    queries: list[Input]
+    candidate_ids: list[str]
+    candidates: list[str]
+    relevant: dict[str, set[str]]
+
+    def recall(self, run: Mapping[str, Sequence[str]], cutoffs: Sequence[int] = RECALL_CUTOFFS) -> dict[str, float]:
+        """Recall@k: the share of queries with any relevant caption in the top ``k``."""
+        return _recalls([_rank_of(run.get(q, ()), self.relevant[q]) for q in self.query_ids], cutoffs)
+
+
+def composed_task(captions: CaptionSet, keep: float = 0.5) -> ComposedTask:
+    """The composed task of ``captions`` (see :class:`ComposedTask`)."""
+    query_ids, queries, relevant, first = [], [], {}, set()
+    for i, rows in enumerate(captions.image_captions):
+        if len(rows) < 2:
+            continue
+        head = rows[0]
+        first.add(head)
+        qid = f"{captions.image_ids[i]}+{captions.caption_ids[head]}"
+        query_ids.append(qid)
+        queries.append(Input(text=partial_caption(captions.captions[head], keep), image=captions.images[i]))
+        relevant[qid] = {captions.caption_ids[j] for j in rows[1:]}
+    keep_rows = [j for j in range(len(captions.captions)) if j not in first]
+    return ComposedTask(query_ids, queries, [captions.caption_ids[j] for j in keep_rows],
+                        [captions.captions[j] for j in keep_rows], relevant)
+
+
+def composed_pairs(captions: CaptionSet, keep: float = 0.5, per_image: int | None = None
+                   ) -> tuple[list[Input], list[Input], list[str]]:
+    """Training pairs of the composed task: (image + partial caption j) -> caption j+1 of the same image, for
+    every image with two or more captions; ``(queries, documents, groups)``, the group being the image (its
+    captions are not negatives of each other). ``per_image`` pairs per image (default: one per caption),
+    starting at a different caption for each image."""
+    queries, docs, groups = [], [], []
+    for i, rows in enumerate(captions.image_captions):
+        if len(rows) < 2:
+            continue
+        count = len(rows) if per_image is None else min(per_image, len(rows))
+        for n in range(i, i + count):
+            j, other = rows[n % len(rows)], rows[(n + 1) % len(rows)]
+            queries.append(Input(text=partial_caption(captions.captions[j], keep), image=captions.images[i]))
+            docs.append(Input(text=captions.captions[other]))
+            groups.append(captions.image_ids[i])
+    return queries, docs, groups
+
+
 def rank_by_scores(scores: np.ndarray, query_ids: Sequence[str], candidate_ids: Sequence[str],
                    k: int = 10) -> dict[str, list[str]]:
     """Top-``k`` candidate ids per query of a ``[queries, candidates]`` score matrix (ties: lower index first)."""
@@ -300,8 +364,9 @@ def rank_by_scores(scores: np.ndarray, query_ids: Sequence[str], candidate_ids: 
     return out
 
 
-__all__ = ["RECALL_CUTOFFS", "CaptionSet", "image_to_text_recall", "rank_by_scores", "read_caption_jsonl", "write_beir",
-           "read_captions", "read_flickr_tokens", "read_karpathy_json", "text_to_image_recall"]
+__all__ = ["RECALL_CUTOFFS", "CaptionSet", "ComposedTask", "composed_pairs", "composed_task", "image_to_text_recall",
+           "partial_caption", "rank_by_scores", "read_caption_jsonl", "read_captions", "read_flickr_tokens",
+           "read_karpathy_json", "text_to_image_recall", "write_beir"]
 
 
 # ------------------------------------------------------------ BEIR layout

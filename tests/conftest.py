@@ -41,3 +41,10 @@ def tiny_bert(splade_tiny):
     cfg = BertConfig(vocab_size=len(splade_tiny.vocab), hidden_size=32, num_hidden_layers=1,
                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
     return BertForMaskedLM(cfg).eval(), splade_tiny.tokenizer
+
+
+@pytest.fixture(scope="session")
+def dev_small(flickr8k):
+    from lsr.captions import read_caption_jsonl
+
+    return read_caption_jsonl(flickr8k / "captions_dev.jsonl").head(12)
