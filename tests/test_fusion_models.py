@@ -182,3 +182,21 @@ def test_benchmark_reports_the_fusion_rows(tmp_path, flickr8k):
     assert res["composed_task"]["queries"] == 20 and res["composed_task"]["candidates"] == 80
     check = res["vista_text_check"]
     assert check["vista"] == check["minilm"] > 0.2  # Cranfield nDCG@10 of the frozen encoder, unchanged
+
+
+@pytest.mark.slow
+def test_eval_mbeir_takes_a_saved_fusion_model(tmp_path, capsys):
+    """A saved VISTA directory is a dense model for eval-mbeir: every M-BEIR task row, composed queries included."""
+    from lsr.cli import main
+    from lsr.mbeir import BENCHMARK_ROWS
+    from lsr.mbeir_fixture import build_fixture
+
+    fixture = build_fixture(tmp_path / "mbeir")
+    build("vista").save(tmp_path / "vista")
+    rc = main(["eval-mbeir", "--data", str(fixture.root), "--queries", "query/test", "--pool", "cand_pool/local",
+               "--qrels", "qrels/test", "--model", str(tmp_path / "vista"), "--device", "cpu",
+               "--json", str(tmp_path / "r.json")])
+    assert rc == 0, capsys.readouterr().err
+    (system,) = json.loads((tmp_path / "r.json").read_text())["systems"]
+    assert [(r["task_id"], r["dataset_id"]) for r in system["rows"]] == list(BENCHMARK_ROWS)
+    assert all(0.0 <= r["local"] <= 1.0 for r in system["rows"])

@@ -149,9 +149,10 @@ class TextOnlyDense:
 
 def model_kind(name: str) -> str:
     """``sparse`` or ``dense`` for a model name: ``open_clip:`` / ``e5v:`` prefixes, the registry's kind of an
-    alias, a sentence-transformers or LLaVA directory; everything else (SPLADE, STAIR) is sparse."""
+    alias, a sentence-transformers, LLaVA or tower-model directory; everything else (SPLADE, STAIR) is sparse."""
     from encoders import dense  # noqa: F401 - registers the dense aliases
     from encoders.dense import _is_llava_dir
+    from encoders.image_text import is_tower_embedder_dir
     from encoders.registry import aliases
 
     if name.startswith(("open_clip:", "e5v:")):
@@ -161,7 +162,7 @@ def model_kind(name: str) -> str:
         return DENSE if known[name].kind == "dense" else SPARSE
     path = Path(os.path.expanduser(name))
     if path.is_dir() and ((path / "modules.json").is_file() or (path / "config_sentence_transformers.json").is_file()
-                          or _is_llava_dir(path)):
+                          or _is_llava_dir(path) or is_tower_embedder_dir(path)):
         return DENSE
     return SPARSE
 
