@@ -28,7 +28,7 @@ from torch import nn
 
 from lsr.errors import InputError
 
-from .image_text import TowerModel, grid_tokens, sentence_parts
+from .image_text import GridTowerModel, sentence_parts
 
 
 class _FusionNet(nn.Module):
@@ -63,7 +63,7 @@ class _FusionNet(nn.Module):
         return torch.nn.functional.normalize(self.out(pooled), dim=-1)
 
 
-class FeatureFusionEmbedder(TowerModel):
+class FeatureFusionEmbedder(GridTowerModel):
     """Dense embeddings from a frozen image tower and a frozen sentence encoder, fused by a small trained
     transformer over both token sequences (UniIR's feature fusion).
 
@@ -113,12 +113,6 @@ class FeatureFusionEmbedder(TowerModel):
         positions = min(self.grid, side) ** 2 + 1 if self.tower.spatial else self.tower.positions
         return _FusionNet(self.tower.width, self.text.dim, positions, self.max_text_tokens, int(c["width"]),
                           int(c["layers"]), int(c["heads"]), self.dim)
-
-    def settings(self) -> dict:
-        return {**super().settings(), "visual_grid": self.grid}
-
-    def _image_rep(self, tokens: torch.Tensor) -> torch.Tensor:
-        return grid_tokens(self.tower, tokens, self.grid)
 
     def _text_items(self, texts: list[str]) -> list:
         out = []

@@ -409,6 +409,18 @@ class TowerModel:
         return f"{type(self).__name__}({self.name!r}, dim={self.dim}, device={self.device})"
 
 
+class GridTowerModel(TowerModel):
+    """A tower model that reads an image as grid cells (:func:`grid_tokens`, ``self.grid`` per side)."""
+
+    grid = 7
+
+    def settings(self) -> dict:
+        return {**super().settings(), "visual_grid": self.grid}
+
+    def _image_rep(self, tokens: torch.Tensor) -> torch.Tensor:
+        return grid_tokens(self.tower, tokens, self.grid)
+
+
 class _Projections(nn.Module):
     def __init__(self, image_width: int, text_width: int, dim: int, hidden: int = 0):
         super().__init__()
@@ -486,5 +498,5 @@ class TowerEmbedder(TowerModel):
         return norm(self.image_weight * im + (1.0 - self.image_weight) * t, dim=-1)
 
 
-__all__ = ["MARKER", "FUSIONS", "TowerEmbedder", "TowerModel", "is_tower_embedder_dir", "load_tower_model",
+__all__ = ["MARKER", "FUSIONS", "GridTowerModel", "TowerEmbedder", "TowerModel", "is_tower_embedder_dir", "load_tower_model",
            "tower_model_class_of"]

@@ -33,7 +33,7 @@ from torch import nn
 
 from lsr.errors import InputError
 
-from .image_text import TowerModel, grid_tokens, sentence_parts
+from .image_text import GridTowerModel, sentence_parts
 
 
 class _VisualProjection(nn.Module):
@@ -45,7 +45,7 @@ class _VisualProjection(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
 
 
-class VistaEmbedder(TowerModel):
+class VistaEmbedder(GridTowerModel):
     """Dense embeddings where a frozen sentence encoder reads an image's projected grid cells as word pieces.
 
     ``VistaEmbedder(path)`` loads a saved directory; ``VistaEmbedder(image_tower=..., text_model=...)`` builds a
@@ -87,12 +87,6 @@ class VistaEmbedder(TowerModel):
             raise InputError(f"{self.text.name!r}: its tokenizer has no [CLS]/[SEP] tokens")
         self.dim = int(self.text.dim)
         return _VisualProjection(self.tower.width, self.word_embeddings.embedding_dim)
-
-    def settings(self) -> dict:
-        return {**super().settings(), "visual_grid": self.grid}
-
-    def _image_rep(self, tokens: torch.Tensor) -> torch.Tensor:
-        return grid_tokens(self.tower, tokens, self.grid)
 
     def _text_items(self, texts: list[str]) -> list:
         """Per text: its word-piece ids (no special tokens) and the frozen encoder's own embedding of it."""
