@@ -25,30 +25,22 @@ def _add_model_args(p: argparse.ArgumentParser, model_required: bool = True) -> 
                         "32 for STAIR models)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 (default: bf16 on GPU)")
-    p.add_argument("--max-length", type=int, default=256, help="word pieces per text; longer texts are truncated")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="word pieces per text; longer texts are truncated (default: the model's own, or 256)")
 
 
 def _load_encoder(args):
     """The sparse encoder named by ``--model``: SPLADE, or a STAIR directory (its text side for text input)."""
-    from encoders.registry import resolve
+    from encoders.registry import load, resolve
 
     from .commands.inspect import check_sparse_model
 
     check_sparse_model(args.model)
-    extra = {}
-    if resolve(args.model).kind == "stair":
-        from encoders.stair import StairEncoder as Encoder
-
-        if getattr(args, "cuda_graphs", False):
-            raise LsrError("--cuda-graphs is for SPLADE text models; drop it for a STAIR model")
-    else:
-        from encoders.splade import SpladeEncoder as Encoder
-
-        extra["cuda_graphs"] = getattr(args, "cuda_graphs", False)
-    if args.batch_size is not None:
-        extra["batch_size"] = args.batch_size
-    return Encoder(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length, progress=True,
-                   **extra)
+    cuda_graphs = getattr(args, "cuda_graphs", False)
+    if cuda_graphs and resolve(args.model).kind == "stair":
+        raise LsrError("--cuda-graphs is for SPLADE text models; drop it for a STAIR model")
+    return load(args.model, kind="sparse", device=args.device, dtype=args.dtype, max_length=args.max_length,
+                batch_size=args.batch_size, progress=True, cuda_graphs=cuda_graphs or None)
 
 
 def package_version() -> str:
@@ -374,7 +366,7 @@ def _load_query_encoder(args, searcher):
     from encoders.inference_free import InferenceFreeEncoder
 
     return InferenceFreeEncoder(args.model, doc_freqs=searcher.document_frequencies, num_docs=searcher.num_docs,
-                                max_length=args.max_length)
+                                max_length=args.max_length or 256)
 
 
 def _check_search_args(args) -> None:

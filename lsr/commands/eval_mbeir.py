@@ -148,48 +148,24 @@ class TextOnlyDense:
 
 
 def model_kind(name: str) -> str:
-    """``sparse`` or ``dense`` for a model name: ``open_clip:`` / ``e5v:`` prefixes, the registry's kind of an
-    alias, a sentence-transformers or LLaVA directory; everything else (SPLADE, STAIR) is sparse."""
-    from encoders import dense  # noqa: F401 - registers the dense aliases
-    from encoders.dense import _is_llava_dir
-    from encoders.registry import aliases
+    """``sparse`` or ``dense`` for a model name (see :func:`encoders.registry.family`)."""
+    from encoders.registry import family
 
-    if name.startswith(("open_clip:", "e5v:")):
-        return DENSE
-    known = aliases()
-    if name in known:
-        return DENSE if known[name].kind == "dense" else SPARSE
-    path = Path(os.path.expanduser(name))
-    if path.is_dir() and ((path / "modules.json").is_file() or (path / "config_sentence_transformers.json").is_file()
-                          or _is_llava_dir(path)):
-        return DENSE
-    return SPARSE
+    return family(name)
 
 
 def load_model(name: str, kind: str = "auto", *, device: str | None = None, dtype: str = "auto",
                batch_size: int = 32, max_length: int | None = None, progress: bool = True):
     """``(encoder, kind)`` for a model name; text-only models (SPLADE, sentence embedders) are wrapped in
     :class:`TextOnlySparse` / :class:`TextOnlyDense`."""
-    from encoders.registry import resolve
+    from encoders.registry import load
 
     kind = model_kind(name) if kind == "auto" else kind
+    model = load(name, kind=kind, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
+                 progress=progress)
     if kind == DENSE:
-        from encoders.dense import load_embedder
-
-        embedder = load_embedder(name, device=device, batch_size=batch_size, max_length=max_length,
-                                 progress=progress)
-        return (TextOnlyDense(embedder) if getattr(embedder, "kind", "") == "sentence" else embedder), DENSE
-    loc = resolve(name)
-    if loc.kind == "stair":
-        from encoders.stair import StairEncoder
-
-        return StairEncoder(name, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
-                            progress=progress), SPARSE
-    from encoders.splade import SpladeEncoder
-
-    options = {"max_length": max_length} if max_length else {}
-    return TextOnlySparse(SpladeEncoder(name, device=device, dtype=dtype, batch_size=batch_size, progress=progress,
-                                        **options)), SPARSE
+        return (TextOnlyDense(model) if getattr(model, "kind", "") == "sentence" else model), DENSE
+    return (TextOnlySparse(model) if model.kind == "splade" else model), SPARSE
 
 
 # ---------------------------------------------------------- sparse, Lucene
