@@ -31,7 +31,7 @@ from lsr.inputs import Input, as_inputs, load_image
 
 from .hub import hub_error, hub_unavailable
 from .registry import resolve
-from .splade import pick_device, pick_dtype
+from .base import pick_device, pick_dtype
 
 # What comes before the instruction, per modality. ``{image}`` becomes the processor's image token.
 CONTENT: dict[str, str] = {

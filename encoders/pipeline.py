@@ -105,7 +105,7 @@ def encode_items_to_dir(
     instead of written; default: blank strings); ``contents[i]`` is stored
     with each vector (default: nothing).
     """
-    from .splade import EncodeStats
+    from .base import EncodeStats
 
     quantizer = quantizer or Quantizer()
     if role not in ("document", "query"):

@@ -41,9 +41,10 @@ from lsr.inputs import Input, as_inputs, load_image
 from lsr.pooling import log_saturation
 from lsr.sparse import SparseBatch, max_fuse
 
+from .base import EncodeAll, EncodeStats, load_masked_lm, pick_device, pick_dtype
 from .registry import STAIR_MARKER, resolve
 from .towers import TimmTower, build_timm_tower, is_timm_tower
-from .splade import EncodeAll, EncodeStats, SpladeEncoder, load_masked_lm, pick_device, pick_dtype
+from .splade import SpladeEncoder
 
 FORMAT = "lsr-stair/1"
 WEIGHTS_FILE = "model.safetensors"
