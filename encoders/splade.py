@@ -41,7 +41,7 @@ import torch
 from lsr.progress import tqdm
 
 from lsr.errors import InputError
-from lsr.pooling import log_saturation
+from lsr.pooling import block_positions, fill_padding, running_max, saturate
 from lsr.sparse import SparseBatch
 from lsr.threads import intra_op_threads
 from lsr.vocab import Vocabulary
@@ -217,8 +217,7 @@ class SpladeEncoder(EncodeAll):
             # one unpadded row: no attention mask, and the pooling needs none
             with self._pooled_decoder.installed(None):
                 pooled = self.model(input_ids=x).logits[0, 0]
-            weights = log_saturation(pooled.float())
-            weights[self._excluded] = 0.0
+            weights = saturate(pooled, self._excluded)
             cols = torch.nonzero(weights).view(-1)
             vals = weights[cols]
         cols_np = cols.to(torch.int32).cpu().numpy()
@@ -306,9 +305,7 @@ class SpladeEncoder(EncodeAll):
         with self._pooled_decoder.installed(valid):
             # the decoder returns the masked max over positions: [batch, 1, vocab]
             pooled = self.model(input_ids=input_ids, attention_mask=model_mask).logits[:, 0]
-        weights = log_saturation(pooled.float())
-        weights[:, self._excluded] = 0.0
-        return weights
+        return saturate(pooled, self._excluded)
 
     @property
     def cuda_graphs_status(self) -> dict:
@@ -401,21 +398,15 @@ class PooledDecoder(torch.nn.Module):
         vocab = weight.shape[0]
         valid = self.mask.bool() if self.mask is not None else None  # None: no padding
         if valid is not None:
-            first = valid.to(torch.float32).argmax(dim=1)  # first valid position
-            hidden = torch.where(valid[..., None], hidden,
-                                 hidden[torch.arange(b, device=hidden.device), first][:, None])
-        block = max(1, min(t, self.budget // max(1, b * vocab)))
-        linear = isinstance(self.decoder, torch.nn.Linear)
-        out = None
-        for s in range(0, t, block):
-            part = hidden[:, s:s + block]
-            c = part.shape[1]
-            if linear and not part.is_cuda and not torch.is_grad_enabled():
-                logits = self._cpu_linear(part.reshape(b * c, h), weight, self.decoder.bias).view(b, c, vocab)
-            else:
-                logits = self.decoder(part)
-            m = logits.amax(dim=1)
-            out = m if out is None else torch.maximum(out, m, out=out)
+            hidden = fill_padding(hidden, valid)
+        block = min(t, block_positions(self.budget, b, vocab))
+        if isinstance(self.decoder, torch.nn.Linear) and not hidden.is_cuda and not torch.is_grad_enabled():
+            def project(part):
+                c = part.shape[1]
+                return self._cpu_linear(part.reshape(b * c, h), weight, self.decoder.bias).view(b, c, vocab)
+        else:
+            project = self.decoder
+        out, _ = running_max(hidden, project, block)
         if valid is not None:
             empty = ~valid.any(dim=1)
             out = out.masked_fill(empty[:, None], torch.finfo(out.dtype).min)

@@ -38,7 +38,7 @@ from lsr.progress import tqdm
 
 from lsr.errors import EnvironmentProblem, InputError
 from lsr.inputs import Input, as_inputs, load_image
-from lsr.pooling import log_saturation
+from lsr.pooling import fill_padding, max_projection, saturate
 from lsr.sparse import SparseBatch, max_fuse
 
 from .base import EncodeAll, EncodeStats, load_masked_lm, pick_device, pick_dtype
@@ -347,9 +347,7 @@ class StairModel(nn.Module):
         finally:
             setattr(parent, attr, decoder)
         valid = attention_mask.bool()
-        first = valid.to(torch.float32).argmax(dim=1)
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        hidden = torch.where(valid[..., None], hidden, hidden[rows, first][:, None])
+        hidden = fill_padding(hidden, valid)
         weight, bias = decoder.weight, decoder.bias
         if not only_input_tokens:
             return max_projection(hidden, weight, bias)
@@ -679,9 +677,7 @@ class StairEncoder(EncodeAll):
     def _cached_image_batches(self, images: list) -> list[SparseBatch]:
         got = []
         for s in range(0, len(images), self.batch_size):
-            pooled = log_saturation(self._image_pooled_logits(images[s:s + self.batch_size]).float())
-            if self._excluded.numel():
-                pooled[:, self._excluded] = 0.0
+            pooled = saturate(self._image_pooled_logits(images[s:s + self.batch_size]), self._excluded)
             got.append(SparseBatch.from_torch(pooled, self.vocab))
         return got
 
@@ -689,10 +685,7 @@ class StairEncoder(EncodeAll):
     def _launch_image_batch(self, prepared: "_Prepared") -> torch.Tensor:
         """``[batch, vocab]`` weights of prepared images, on the device (nothing waits for it)."""
         pixels = self._to_device(prepared, self.device).to(self.dtype)
-        pooled = log_saturation(self.model.image_pooled_logits(pixels).float())
-        if self._excluded.numel():
-            pooled[:, self._excluded] = 0.0
-        return pooled
+        return saturate(self.model.image_pooled_logits(pixels), self._excluded)
 
     # ------------------------------------------------------- preprocessing
     def pixels(self, images: Sequence[Any], device: str | torch.device | None = None) -> torch.Tensor:
@@ -771,17 +764,13 @@ class StairEncoder(EncodeAll):
                                  truncation=True, max_length=self.max_length, return_tensors="pt")
             ids = enc["input_ids"].to(self.device)
             mask = enc["attention_mask"].to(self.device)
-            vec = log_saturation(self.model.text_pooled_logits(ids, mask, mask_text_to_input).float())
-            if self._excluded.numel():
-                vec = vec.index_fill(1, self._excluded, 0.0)
+            vec = saturate(self.model.text_pooled_logits(ids, mask, mask_text_to_input), self._excluded)
             if mask_text_to_input:
                 present = torch.zeros_like(vec).scatter_(1, ids * mask, 1.0)
                 vec = vec * present
             parts.append(_scatter_dense(vec, text_rows, n))
         if image_rows:
-            vec = log_saturation(self._image_pooled_logits([inputs[i].image for i in image_rows]).float())
-            if self._excluded.numel():
-                vec = vec.index_fill(1, self._excluded, 0.0)
+            vec = saturate(self._image_pooled_logits([inputs[i].image for i in image_rows]), self._excluded)
             parts.append(_scatter_dense(vec, image_rows, n))
         if not parts:
             return torch.zeros(n, vsize, device=self.device)
@@ -890,95 +879,6 @@ def _probe_width(visual: nn.Module, preprocess: dict) -> int:
     with torch.no_grad():
         tokens = tmp.image_tokens(torch.zeros(1, 3, h, w))
     return int(tokens.shape[-1])
-
-
-def max_projection(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                   budget: int | None = None) -> torch.Tensor:
-    """``max_t (hidden[:, t] @ weight.T + bias)`` as ``[batch, vocab]``, with autograd.
-
-    Equal to ``F.linear(hidden, weight, bias).amax(dim=1)`` but computed a few
-    positions at a time, so the ``[batch, positions, vocab]`` logits are never
-    held in memory, in the forward pass or the backward pass (which sends each
-    gradient to the position that won the max). ``budget`` caps the logits
-    elements per chunk. Under autocast the products run in the autocast dtype.
-    """
-    if budget is None:
-        budget = (1 << 27) if hidden.device.type == "cuda" else (1 << 23)
-    b, t, _ = hidden.shape
-    chunk = max(1, budget // max(1, b * weight.shape[0]))
-    if not torch.is_grad_enabled() or not (hidden.requires_grad or weight.requires_grad
-                                           or (bias is not None and bias.requires_grad)):
-        h, w, bb = _autocast_operands(hidden, weight, bias)
-        return _max_over_positions(h, w, bb, chunk, with_argmax=False)[0]
-    return _MaxProjection.apply(hidden, weight, bias, chunk)
-
-
-def _autocast_operands(hidden, weight, bias):
-    dev = hidden.device.type
-    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
-    return hidden.to(dtype), weight.to(dtype), (bias.to(dtype) if bias is not None else None)
-
-
-def _max_over_positions(h, w, bias, chunk: int, with_argmax: bool):
-    best = arg = None
-    with torch.autocast(h.device.type, enabled=False):
-        for s in range(0, h.shape[1], chunk):
-            logits = torch.nn.functional.linear(h[:, s:s + chunk], w, bias)
-            if with_argmax:
-                m, i = logits.max(dim=1)
-                if best is None:
-                    best, arg = m, i + s
-                else:
-                    better = m > best
-                    best = torch.where(better, m, best)
-                    arg = torch.where(better, i + s, arg)
-            else:
-                m = logits.amax(dim=1)
-                best = m if best is None else torch.maximum(best, m, out=best)
-    return best, arg
-
-
-class _MaxProjection(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, chunk):
-        h, w, bb = _autocast_operands(hidden, weight, bias)
-        best, arg = _max_over_positions(h, w, bb, chunk, with_argmax=True)
-        ctx.save_for_backward(h, w, arg)
-        ctx.chunk = chunk
-        ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
-        return best
-
-    @staticmethod
-    def backward(ctx, grad):
-        h, w, arg = ctx.saved_tensors
-        need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        acc = torch.float32 if w.dtype in (torch.float16, torch.bfloat16) else w.dtype
-        grad_w = torch.zeros(w.shape, dtype=acc, device=w.device) if need_w else None
-        grad_h = torch.zeros_like(h) if need_h else None
-        # Only vocabulary columns with a non-zero gradient matter; after log1p(relu(.)) and
-        # FLOPs regularization they are often a small part of the vocabulary.
-        cols = torch.nonzero(grad.ne(0).any(dim=0)).squeeze(1)
-        if len(cols) < 0.75 * w.shape[0]:
-            g, a, ws = grad[:, cols].to(h.dtype), arg[:, cols], w[cols]
-        else:
-            cols, g, a, ws = None, grad.to(h.dtype), arg, w
-        chunk = max(1, ctx.chunk * w.shape[0] // max(1, ws.shape[0]))
-        with torch.autocast(h.device.type, enabled=False):
-            for s in range(0, h.shape[1] if g.shape[1] else 0, chunk):
-                e = min(h.shape[1], s + chunk)
-                pos = torch.arange(s, e, device=h.device).view(1, -1, 1)
-                g_chunk = g.unsqueeze(1) * (a.unsqueeze(1) == pos)  # [batch, chunk, active vocab]
-                if need_h:
-                    grad_h[:, s:e] = g_chunk @ ws
-                if need_w:
-                    part = (g_chunk.flatten(0, 1).T @ h[:, s:e].flatten(0, 1)).to(acc)
-                    if cols is None:
-                        grad_w += part
-                    else:
-                        grad_w.index_add_(0, cols, part)
-        dh, dw, db = ctx.dtypes
-        return (grad_h.to(dh) if need_h else None, grad_w.to(dw) if need_w else None,
-                grad.sum(0).to(db) if need_b and db is not None else None, None)
 
 
 def _scatter_dense(vec: torch.Tensor, rows: list[int], n: int) -> torch.Tensor:
