@@ -39,7 +39,7 @@ import numpy as np
 from lsr.errors import IndexMismatchError, InputError
 from lsr.io import Hit
 from lsr.quantize import Quantizer
-from lsr.retrieval import query_ids
+from lsr.retrieval import SparseRetriever
 from lsr.sparse import SparseBatch
 from lsr.vectors import VectorStore, parse_vector
 
@@ -55,8 +55,10 @@ Query = Union[Mapping[str, int], SparseBatch]
 _FIELD_BY_FIELD_MAX_K = 200
 
 
-class ImpactSearcher:
+class ImpactSearcher(SparseRetriever):
     """Searches one impact index built by :func:`anserini_bridge.build_index`."""
+
+    _holds = "was built with encoder"
 
     def __init__(self, index_dir: str | os.PathLike, quantizer: Quantizer | None = None):
         """Open ``index_dir``: an index built by ``lsr index``, or a Lucene impact index built by Anserini's
@@ -106,38 +108,12 @@ class ImpactSearcher:
     def num_docs(self) -> int:
         return int(self._searcher.get_total_num_docs())
 
-    def check_encoder(self, encoder_name: str | None, vocab_fingerprint: str | None) -> None:
-        """Refuse to search with queries from a different vocabulary than the index was built with."""
-        m = self.meta
-        if m.vocab_fingerprint and vocab_fingerprint and m.vocab_fingerprint != vocab_fingerprint:
-            raise IndexMismatchError(
-                f"{self.index_dir} was built with encoder {m.encoder!r} (vocabulary {m.vocab_fingerprint}); "
-                f"the queries come from {encoder_name!r} (vocabulary {vocab_fingerprint}). "
-                "Encode queries with the index's encoder or rebuild the index."
-            )
-        if m.quantization is None:
-            raise IndexMismatchError(
-                f"{self.index_dir} has no quantization spec (built from foreign vector files); "
-                "search it with integer query vectors (--query-vectors)"
-            )
+    def describe(self) -> str:
+        return str(self.index_dir)
 
     # ------------------------------------------------------------ conversion
-    def _integer_queries(self, queries: Query | Sequence[Mapping[str, int]]) -> list[dict[str, int]]:
-        if isinstance(queries, SparseBatch):
-            if self.meta.quantization is None:
-                self.check_encoder(None, None)
-            self.check_encoder(None, queries.vocab.fingerprint)
-            impacts = self.meta.quantization.impacts(queries.values).tolist()
-            tokens, cols, bounds = queries.vocab.tokens, queries.indices.tolist(), queries.indptr.tolist()
-            out = [{tokens[cols[j]]: impacts[j] for j in range(bounds[i], bounds[i + 1]) if impacts[j] > 0}
-                   for i in range(len(bounds) - 1)]
-        else:
-            out = []
-            for i, d in enumerate(queries):
-                try:
-                    out.append(parse_vector("query", i + 1, {"vector": dict(d)}))
-                except InputError as e:
-                    raise InputError(str(e).replace("query:", "query #", 1)) from None
+    def _engine_queries(self, queries: Query | Sequence[Mapping[str, int]]) -> list[dict[str, int]]:
+        out = self.quantized_queries(queries)
         self._allow_terms(out)
         return out
 
@@ -217,18 +193,7 @@ class ImpactSearcher:
         return {qid: self._hits(out.get(qid)) for qid in qids}
 
     # ---------------------------------------------------------------- search
-    def search(self, query: Query, k: int = 10) -> list[Hit]:
-        """Top ``k`` hits for one query (``{token: int}`` or a one-row float :class:`SparseBatch`)."""
-        if k < 1:
-            raise InputError(f"k must be at least 1, got {k}")
-        if isinstance(query, SparseBatch):
-            if len(query) != 1:
-                raise InputError(f"search takes one query; got a batch of {len(query)} (use batch_search)")
-            q = self._integer_queries(query)[0]
-        else:
-            q = self._integer_queries([query])[0]
-        if not q:
-            return []
+    def _search_one(self, q: Mapping[str, int], k: int) -> list[Hit]:
         direct = self._direct_search()
         if direct is not None:
             return self._direct_hits(direct.search(q, int(k)))
@@ -238,33 +203,18 @@ class ImpactSearcher:
             return self._all_hits(out, ["q"])["q"]
         return self._hits(self._searcher.search(self._java_query(q), int(k)))
 
-    def batch_search(
-        self, queries: Query | Sequence[Mapping[str, int]], qids: Sequence[str] | None = None, k: int = 10,
-        threads: int | None = None,
-    ) -> dict[str, list[Hit]]:
-        """Search many queries; returns ``{qid: hits}`` in the input order.
-
-        Queries run one after another on the direct path (``threads`` is then
-        unused: each costs about what Anserini's thread pool spends loading one
-        query's stored documents); without it, on Anserini's thread pool with
-        ``threads`` threads. A query whose vector is empty (after quantization)
-        gets an empty list.
-        """
-        qids = query_ids(queries, qids, k)
-        ints = self._integer_queries(queries)
-        asked = [(qid, q) for qid, q in zip(qids, ints) if q]
-        results = {qid: [] for qid in qids}
-        direct = self._direct_search() if asked else None
+    def _search_vectors(self, qids: Sequence[str], vectors: Sequence[Mapping[str, int]], k: int,
+                        threads: int | None) -> list[list[Hit]]:
+        """Queries run one after another on the direct path (``threads`` is then unused: each costs about what
+        Anserini's thread pool spends loading one query's stored documents); without it, on Anserini's thread
+        pool with ``threads`` threads."""
+        direct = self._direct_search()
         if direct is not None:
-            for qid, q in asked:
-                results[qid] = self._direct_hits(direct.search(q, int(k)))
-        elif asked:
-            threads = threads or os.cpu_count() or 1
-            jq = self._java_queries([q for _, q in asked])
-            jids = self._java_strings([qid for qid, _ in asked])
-            out = self._searcher.batch_search(jq, jids, int(k), int(threads))
-            results.update(self._all_hits(out, [qid for qid, _ in asked]))
-        return results
+            return [self._direct_hits(direct.search(q, int(k))) for q in vectors]
+        threads = threads or os.cpu_count() or 1
+        out = self._searcher.batch_search(self._java_queries(vectors), self._java_strings(qids), int(k), int(threads))
+        found = self._all_hits(out, qids)
+        return [found[qid] for qid in qids]
 
     def document_frequencies(self, tokens: Sequence[str]) -> list[int]:
         """How many documents of the index contain each token (from Lucene's postings of the impact field)."""
@@ -338,13 +288,6 @@ class ImpactSearcher:
             self._reader.close()
             self._reader = None
         self._searcher.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
 
 
 def _first_line(e: Exception) -> str:
