@@ -139,7 +139,7 @@ class BM25Searcher:
             jq.add(t)
             jids.add(q)
         out = self._searcher.batch_search(jq, jids, int(k), int(threads or os.cpu_count() or 1))
-        data = self._json.hits(out) if self._json is not None else None
+        data = self._json.hits(out)
         for q, _ in asked:
             if data is not None:
                 results[q] = [Hit(str(d), float(s), r) for r, (d, s) in enumerate(data.get(q, ()), 1)]

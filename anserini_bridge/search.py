@@ -20,8 +20,7 @@ When the jar lacks what the direct path needs, Anserini's ``search`` and
 Jackson turns into the ``List<Map<String, Integer>>`` that
 ``SimpleImpactSearcher.batch_search`` takes, and all results come back as one
 JSON text. Non-ASCII text is escaped on both sides, so every token and
-document id arrives intact. When the jar has no Jackson, queries are built
-term by term instead.
+document id arrives intact.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from typing import Mapping, Sequence, Union
 
 import numpy as np
 
-from lsr.errors import IndexMismatchError, InputError
+from lsr.errors import EnvironmentProblem, IndexMismatchError, InputError
 from lsr.io import Hit
 from lsr.quantize import Quantizer
 from lsr.retrieval import SparseRetriever
@@ -95,9 +94,6 @@ class ImpactSearcher(SparseRetriever):
         except Exception as e:  # noqa: BLE001 - a JavaException from a corrupted directory
             raise InputError(f"{self.index_dir}: Lucene cannot open this index ({_first_line(e)}); "
                              "rebuild it with `lsr index`") from None
-        self._HashMap = jvm.autoclass("java.util.HashMap")
-        self._Integer = jvm.autoclass("java.lang.Integer")
-        self._ArrayList = jvm.autoclass("java.util.ArrayList")
         self._json = _JsonBridge.create()
         self._clause_limit = 1024
         self._store = VectorStore(self.index_dir / DOCVECTORS_DIR) if self.meta.stored_vectors else None
@@ -132,28 +128,10 @@ class ImpactSearcher(SparseRetriever):
             self._clause_limit = int(index_searcher.getMaxClauseCount())
 
     def _java_query(self, q: Mapping[str, int]):
-        if self._json is not None:
-            return self._json.to_map(q)
-        m = self._HashMap()
-        for tok, w in q.items():
-            m.put(tok, self._Integer(int(w)))
-        return m
+        return self._json.to_map(q)
 
-    def _java_queries(self, queries: Sequence[Mapping[str, int]]):
-        if self._json is not None:
-            return self._json.to_list(list(queries))
-        out = self._ArrayList()
-        for q in queries:
-            out.add(self._java_query(q))
-        return out
-
-    def _java_strings(self, strings: Sequence[str]):
-        if self._json is not None:
-            return self._json.to_list(list(strings))
-        out = self._ArrayList()
-        for x in strings:
-            out.add(x)
-        return out
+    def _java_list(self, values: Sequence):
+        return self._json.to_list(list(values))
 
     def _hit_of(self, rank: int, docid: str, raw: float) -> Hit:
         integer = int(round(raw))
@@ -186,7 +164,7 @@ class ImpactSearcher(SparseRetriever):
 
     def _all_hits(self, out, qids: Sequence[str]) -> dict[str, list[Hit]]:
         """Hits of every query from ``batch_search``'s ``Map<String, ScoredDoc[]>``."""
-        data = self._json.hits(out) if self._json is not None else None
+        data = self._json.hits(out)
         if data is not None:
             return {qid: [self._hit_of(r, d, float(sc)) for r, (d, sc) in enumerate(data.get(qid, ()), 1)]
                     for qid in qids}
@@ -197,9 +175,9 @@ class ImpactSearcher(SparseRetriever):
         direct = self._direct_search()
         if direct is not None:
             return self._direct_hits(direct.search(q, int(k)))
-        if k > _FIELD_BY_FIELD_MAX_K and self._json is not None and self._json.docid_first is not None:
+        if k > _FIELD_BY_FIELD_MAX_K and self._json.docid_first is not None:
             # many hits: through the batch entry point, whose results stay a Java map and are read in one piece
-            out = self._searcher.batch_search(self._java_queries([q]), self._java_strings(["q"]), int(k), 1)
+            out = self._searcher.batch_search(self._java_list([q]), self._java_list(["q"]), int(k), 1)
             return self._all_hits(out, ["q"])["q"]
         return self._hits(self._searcher.search(self._java_query(q), int(k)))
 
@@ -212,7 +190,7 @@ class ImpactSearcher(SparseRetriever):
         if direct is not None:
             return [self._direct_hits(direct.search(q, int(k))) for q in vectors]
         threads = threads or os.cpu_count() or 1
-        out = self._searcher.batch_search(self._java_queries(vectors), self._java_strings(qids), int(k), int(threads))
+        out = self._searcher.batch_search(self._java_list(vectors), self._java_list(qids), int(k), int(threads))
         found = self._all_hits(out, qids)
         return [found[qid] for qid in qids]
 
@@ -307,7 +285,8 @@ class _JsonBridge:
         self.docid_first: bool | None = None  # order of the pair; None: hits are read field by field
 
     @classmethod
-    def create(cls) -> "_JsonBridge | None":
+    def create(cls) -> "_JsonBridge":
+        """The bridge; every Anserini fat jar this project supports bundles Jackson."""
         try:
             mapper = jvm.autoclass("com.fasterxml.jackson.databind.ObjectMapper")()
             feature = jvm.autoclass("com.fasterxml.jackson.core.JsonGenerator$Feature")
@@ -315,8 +294,9 @@ class _JsonBridge:
             mapper.getFactory().configure(feature.ESCAPE_NON_ASCII, True)
             Class = jvm.autoclass("java.lang.Class")
             bridge = cls(mapper, Class.forName("java.util.List"), Class.forName("java.util.Map"))
-        except Exception:  # noqa: BLE001 - no Jackson in this jar: build queries term by term
-            return None
+        except Exception as e:  # noqa: BLE001 - no Jackson in this jar
+            raise EnvironmentProblem(f"the Anserini jar lacks the Jackson JSON library ({_first_line(e)}); "
+                                     "use the fat jar that pyserini ships (anserini-*-fatjar.jar)") from None
         try:
             ignored = jvm.autoclass("java.util.HashSet")()
             for name in ("lucene_document", "lucene_docid"):
@@ -333,12 +313,10 @@ class _JsonBridge:
                 bridge.docid_first = False
         except Exception:  # noqa: BLE001 - an older Jackson: hits are read field by field
             bridge.docid_first = None
-        try:
-            probe = [{"t\u00e9st\U0001F600": 2147483647}]
-            if bridge.read(bridge.to_list(probe)) != probe:
-                return None
-        except Exception:  # noqa: BLE001
-            return None
+        probe = [{"t\u00e9st\U0001F600": 2147483647}]
+        if bridge.read(bridge.to_list(probe)) != probe:
+            raise EnvironmentProblem("the Anserini jar's Jackson does not carry queries intact; use the fat jar "
+                                     "that pyserini ships (anserini-*-fatjar.jar)")
         return bridge
 
     def to_list(self, values: list):

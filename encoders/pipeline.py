@@ -125,8 +125,8 @@ def encode_items_to_dir(
     # On a GPU the interpreter is the bottleneck, so writing moves out of it; on the CPU the model's
     # arithmetic dwarfs writing (and a writer process would only compete for the same cores).
     on_accelerator = getattr(getattr(encoder, "device", None), "type", "cpu") != "cpu"
-    in_process = writer == "process" or (writer == "auto" and on_accelerator and len(items) > chunk_size)
-    make = ProcessVectorWriter if in_process else VectorWriter
+    writer_in_subprocess = writer == "process" or (writer == "auto" and on_accelerator and len(items) > chunk_size)
+    make = ProcessVectorWriter if writer_in_subprocess else VectorWriter
     meta = {"max_length": encoder.max_length, **(extra or {})}
     with make(vecdir, quantizer, encoder=encoder.name, vocab=encoder.vocab, role=role, shard_size=shard_size,
               overwrite=overwrite, extra=meta) as out:

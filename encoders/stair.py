@@ -614,10 +614,6 @@ class StairEncoder(EncodeAll):
         finally:
             bar.close()
 
-    def encode_images(self, images: Sequence[Any], ids: Sequence[str] | None = None) -> SparseBatch:
-        """Image-only vectors for paths, PIL images or tensors."""
-        return self.encode_documents([Input(image=im) for im in images], ids)
-
     def _encode_chunk(self, inputs: list[Input | None], ids, stats: EncodeStats) -> SparseBatch:
         n = len(inputs)
         stats.inputs += n

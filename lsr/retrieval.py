@@ -25,7 +25,6 @@ context manager. Each engine implements only the engine call.
 
 from __future__ import annotations
 
-import inspect
 from typing import Mapping, Protocol, Sequence, Union, runtime_checkable
 
 from .errors import IndexMismatchError, InputError
@@ -168,32 +167,6 @@ class SparseRetriever:
     def __exit__(self, *exc):
         self.close()
         return False
-
-
-def signature_problems(retriever: object) -> list[str]:
-    """Differences between the methods of ``retriever`` (an object or a class) and :class:`Retriever`'s.
-
-    ``isinstance(x, Retriever)`` only checks that the methods exist; this also
-    compares parameter names, order and defaults, which callers such as the
-    hybrid reranker pass by keyword. An empty list means it conforms.
-    """
-    problems = []
-    for name in ("search", "batch_search"):
-        method = getattr(retriever, name, None)
-        if not callable(method):
-            owner = retriever.__name__ if isinstance(retriever, type) else type(retriever).__name__
-            problems.append(f"{owner} has no method {name}()")
-            continue
-        want = [(p.name, p.default) for p in list(inspect.signature(getattr(Retriever, name)).parameters.values())[1:]]
-        params = list(inspect.signature(method).parameters.values())
-        if isinstance(retriever, type):  # a class: drop ``self``
-            params = params[1:]
-        have = [(p.name, p.default) for p in params]
-        if have[:len(want)] != want or any(p.default is inspect.Parameter.empty for p in params[len(want):]):
-            owner = retriever.__name__ if isinstance(retriever, type) else type(retriever).__name__
-            problems.append(f"{owner}.{name}({', '.join(n for n, _ in have)}) does not match "
-                            f"{name}({', '.join(n for n, _ in want)})")
-    return problems
 
 
 def query_ids(queries: Queries, qids: Sequence[str] | None, k: int) -> list[str]:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 
-from ..errors import EnvironmentProblem, InputError, LsrError
+from ..errors import InputError, LsrError
 
 def add_encoder_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--model", required=required, help="alias (splade-tiny), hf:ORG/NAME, or a local directory")
@@ -54,22 +53,10 @@ def check_sparse_model(name: str) -> None:
         f"splade-tiny --queries queries.jsonl --rerank STORE --output run.trec`")
 
 
-def image_support_available() -> bool:
-    """Whether the image encoder module (``encoders/stair.py``) is installed."""
-    try:
-        return importlib.util.find_spec("encoders.stair") is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def load_encoder(args, needs_image: bool = False):
     """The sparse encoder named by ``--model``, picked by the kind the model registry gives the name."""
     from encoders.registry import load, resolve
 
-    if needs_image and not image_support_available():
-        raise EnvironmentProblem(
-            "--image needs the STAIR image encoder (encoders/stair.py, StairEncoder), which this installation "
-            "does not include yet; inspect text inputs with --text meanwhile")
     check_sparse_model(args.model)
     if needs_image and resolve(args.model).kind == "splade":
         raise InputError(f"model {args.model!r} is a text-only SPLADE model; --image needs an image encoder "
