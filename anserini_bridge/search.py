@@ -35,7 +35,7 @@ from typing import Mapping, Sequence, Union
 
 import numpy as np
 
-from lsr.errors import EnvironmentProblem, IndexMismatchError, InputError
+from lsr.errors import EnvironmentProblem, IndexMismatchError, InputError, first_line
 from lsr.io import Hit
 from lsr.quantize import Quantizer
 from lsr.retrieval import SparseRetriever
@@ -92,7 +92,7 @@ class ImpactSearcher(SparseRetriever):
         try:
             self._searcher = S(str(self.index_dir))
         except Exception as e:  # noqa: BLE001 - a JavaException from a corrupted directory
-            raise InputError(f"{self.index_dir}: Lucene cannot open this index ({_first_line(e)}); "
+            raise InputError(f"{self.index_dir}: Lucene cannot open this index ({first_line(e)}); "
                              "rebuild it with `lsr index`") from None
         self._json = _JsonBridge.create()
         self._clause_limit = 1024
@@ -268,10 +268,6 @@ class ImpactSearcher(SparseRetriever):
         self._searcher.close()
 
 
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-
-
 class _JsonBridge:
     """Java objects from JSON text and back, through the Jackson library inside the Anserini jar.
 
@@ -295,7 +291,7 @@ class _JsonBridge:
             Class = jvm.autoclass("java.lang.Class")
             bridge = cls(mapper, Class.forName("java.util.List"), Class.forName("java.util.Map"))
         except Exception as e:  # noqa: BLE001 - no Jackson in this jar
-            raise EnvironmentProblem(f"the Anserini jar lacks the Jackson JSON library ({_first_line(e)}); "
+            raise EnvironmentProblem(f"the Anserini jar lacks the Jackson JSON library ({first_line(e)}); "
                                      "use the fat jar that pyserini ships (anserini-*-fatjar.jar)") from None
         try:
             ignored = jvm.autoclass("java.util.HashSet")()

@@ -28,7 +28,7 @@ import numpy as np
 from lsr.errors import InputError, LsrError
 from lsr.io import Record
 from lsr.quantize import Quantizer
-from lsr.sparse import SparseBatch
+from lsr.sparse import SparseBatch, row_entries
 from lsr.vectors import VectorDirInfo, VectorWriter, check_new_output
 from lsr.vocab import Vocabulary
 
@@ -150,9 +150,7 @@ def encode_items_to_dir(
 def select_rows(batch: SparseBatch, rows: Sequence[int]) -> SparseBatch:
     """Rows of a batch, in the given order (CSR slicing, no format conversion)."""
     rows = np.asarray(rows, dtype=np.int64)
-    starts, lengths = batch.indptr[rows], np.diff(batch.indptr)[rows]
-    total = int(lengths.sum())
-    src = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+    src, lengths = row_entries(batch.indptr, rows)
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     ids = tuple(batch.ids[r] for r in rows.tolist()) if batch.ids is not None else None
     return SparseBatch(indptr, batch.indices[src], batch.values[src], batch.vocab, ids)

@@ -42,7 +42,7 @@ from lsr.progress import tqdm
 
 from lsr.errors import InputError
 from lsr.pooling import block_positions, fill_padding, running_max, saturate
-from lsr.sparse import SparseBatch
+from lsr.sparse import SparseBatch, row_entries
 from lsr.threads import intra_op_threads
 from lsr.vocab import Vocabulary
 
@@ -694,8 +694,7 @@ class _EncodeRun:
         counts[pos] = c
         np.cumsum(counts, out=indptr[1:])
         total = int(c.sum())
-        # entry j of collected row k goes to indptr[pos[k]] + j
-        dst = np.repeat(indptr[:-1][pos], c) + (np.arange(total) - np.repeat(np.cumsum(c) - c, c))
+        dst, _ = row_entries(indptr, pos)  # entry j of collected row k goes to indptr[pos[k]] + j
         out_cols = np.empty(total, np.int32)
         out_vals = np.empty(total, np.float32)
         out_cols[dst] = cols

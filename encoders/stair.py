@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from lsr.progress import tqdm
 
-from lsr.errors import EnvironmentProblem, InputError
+from lsr.errors import EnvironmentProblem, InputError, first_line
 from lsr.inputs import Input, as_inputs, load_image
 from lsr.pooling import fill_padding, max_projection, saturate
 from lsr.sparse import SparseBatch, max_fuse
@@ -144,7 +144,7 @@ def build_image_tower(image_model: str, pretrained: str | None = None,
             model = open_clip.create_model(image_model, pretrained=pretrained)
         except Exception as e:  # noqa: BLE001 - download and conversion errors from open_clip
             raise EnvironmentProblem(
-                f"cannot load open_clip weights {image_model}/{pretrained} ({_first_line(e)}); tags are downloaded "
+                f"cannot load open_clip weights {image_model}/{pretrained} ({first_line(e, 300)}); tags are downloaded "
                 "from the model hub, which needs network access: download the checkpoint once and pass its path "
                 "as pretrained") from None
     visual = model.visual
@@ -176,7 +176,8 @@ def _from_checkpoint_file(image_model: str, path: Path) -> nn.Module:
     try:
         state = load_state_dict(str(path))
     except Exception as e:  # noqa: BLE001 - torch.load / safetensors raise many types on bad files
-        raise InputError(f"checkpoint {path}: not a readable torch or safetensors checkpoint ({_first_line(e)})") from None
+        raise InputError(f"checkpoint {path}: not a readable torch or safetensors checkpoint "
+                         f"({first_line(e, 300)})") from None
     if not isinstance(state, dict) or not state:
         raise InputError(f"checkpoint {path}: holds no state dict")
     model = _random_init(image_model)
@@ -191,18 +192,13 @@ def _from_checkpoint_file(image_model: str, path: Path) -> nn.Module:
         model.visual.load_state_dict(sub, strict=True)
     except RuntimeError as e:
         raise InputError(f"checkpoint {path}: does not fit open_clip model {image_model} "
-                         f"({_first_line(e)}); pass the model name the checkpoint was trained with") from None
+                         f"({first_line(e, 300)}); pass the model name the checkpoint was trained with") from None
     return model
 
 
 def _plain(obj):
     """JSON-friendly copy (tuples become lists)."""
     return json.loads(json.dumps(obj))
-
-
-def _first_line(e: Exception) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0][:300] if s else type(e).__name__
 
 
 # ----------------------------------------------------------------- modules
@@ -510,7 +506,7 @@ class StairEncoder(EncodeAll):
         try:
             load_model(self.model, str(weights), strict=True)
         except Exception as e:  # noqa: BLE001 - safetensors header / shape errors
-            raise InputError(f"{weights}: cannot load the weights ({_first_line(e)})") from None
+            raise InputError(f"{weights}: cannot load the weights ({first_line(e, 300)})") from None
         self.tokenizer = tokenizer
         self.config = config
         self.text_expansion = bool(config.get("text_expansion", True))
@@ -574,7 +570,7 @@ class StairEncoder(EncodeAll):
         except FileNotFoundError:
             raise InputError(f"{weights}: file not found") from None
         except Exception as e:  # noqa: BLE001
-            raise InputError(f"{weights}: does not fit this model ({_first_line(e)})") from None
+            raise InputError(f"{weights}: does not fit this model ({first_line(e, 300)})") from None
 
     # ------------------------------------------------------------ parameters
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -852,7 +848,7 @@ def caption_vocabulary(text_model: str, texts: Sequence[str]) -> list[int]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(loc.source, local_files_only=loc.is_local)
     except (OSError, ValueError) as e:
-        raise EnvironmentProblem(f"cannot load the tokenizer of {text_model!r} ({_first_line(e)})") from None
+        raise EnvironmentProblem(f"cannot load the tokenizer of {text_model!r} ({first_line(e, 300)})") from None
     special = set(tokenizer.all_special_ids)
     seen: set[int] = set()
     for s in range(0, len(texts), 4096):

@@ -14,19 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .commands._options import add_fusion_args, add_model_args
 from .errors import LsrError
-
-
-def _add_model_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
-    p.add_argument("--model", required=model_required,
-                   help="alias (splade-tiny), a hub id (ORG/NAME or hf:ORG/NAME), or a local directory")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="inputs per model call (default: 128 on a GPU and 32 on the CPU for SPLADE models; "
-                        "32 for STAIR models)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 (default: bf16 on GPU)")
-    p.add_argument("--max-length", type=int, default=None,
-                   help="word pieces per text; longer texts are truncated (default: the model's own, or 256)")
 
 
 def _load_encoder(args):
@@ -72,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("encode", help="encode a BEIR JSONL corpus or queries into a vector directory")
-    _add_model_args(p)
+    add_model_args(p, batch_size=True)
     p.add_argument("--input", required=True, help="BEIR corpus.jsonl (_id, title, text) or queries.jsonl")
     p.add_argument("--output", required=True, help="vector directory to create")
     p.add_argument("--role", choices=["document", "query"], default="document")
@@ -102,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search an impact index, writing a TREC run")
     p.add_argument("--index", required=True,
                    help="Lucene index directory (`lsr index`), or milvus://HOST:PORT/COLLECTION (`lsr export`)")
-    _add_model_args(p, model_required=False)
+    add_model_args(p, required=False, batch_size=True)
     p.add_argument("--queries", help="BEIR queries.jsonl (_id, text); needs --model")
     p.add_argument("--query-vectors", help="integer query vectors, no model needed: a vector directory "
                    "(`lsr encode --role query`) or a JSONL file of {id, vector} lines")
@@ -122,11 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--rerank", action="append", default=[], metavar="STORE|MODEL=STORE",
                    help="an embedding store built by `lsr embed` (its model encodes the queries), or MODEL=STORE "
                         "to name the model (it must be the store's); repeat for several rerankers")
-    h.add_argument("--fusion", choices=["rrf", "interp"], default="rrf")
-    h.add_argument("--alpha", type=float, default=0.5,
-                   help="interp: fused = alpha * sparse + (1 - alpha) * dense (normalised scores)")
-    h.add_argument("--norm", choices=["minmax", "zscore"], default="minmax", help="interp: score normalisation")
-    h.add_argument("--rrf-k", type=float, default=60.0, help="rrf: score = sum 1 / (rrf_k + rank)")
+    add_fusion_args(h, "interp: fused = alpha * sparse + (1 - alpha) * dense (normalised scores)")
     h.add_argument("--k0", type=int, default=100, help="first-stage candidates reranked per query")
     h.add_argument("--dense-candidates", type=int, default=0,
                    help="also add each reranker's own top N documents (exhaustive search over its store)")
@@ -156,7 +141,8 @@ def _command_modules():
     from . import commands
 
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        yield importlib.import_module(f"{commands.__name__}.{info.name}")
+        if not info.name.startswith("_"):  # helpers, e.g. the shared flags in _options
+            yield importlib.import_module(f"{commands.__name__}.{info.name}")
 
 
 # ------------------------------------------------------------------ commands

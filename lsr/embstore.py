@@ -313,20 +313,10 @@ class EmbeddingStore:
         q = self._check_queries(queries)
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
-        k = min(k, len(self))
-        best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
-        best_i = np.zeros((len(q), 0), dtype=np.int64)
-        for start in range(0, len(self), block):
-            s = dot(self.matrix[start:start + block], q.T).T  # [nq, b]
-            cand_s = np.concatenate([best_s, s], axis=1)
-            cand_i = np.concatenate([best_i, np.arange(start, start + s.shape[1])[None, :].repeat(len(q), 0)], axis=1)
-            if cand_s.shape[1] > k:
-                top = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
-                cand_s = np.take_along_axis(cand_s, top, 1)
-                cand_i = np.take_along_axis(cand_i, top, 1)
-            best_s, best_i = cand_s, cand_i
-        out = []
-        for srow, irow in zip(best_s, best_i):
-            order = np.lexsort((irow, -srow))
-            out.append([(self.ids[irow[j]], float(srow[j])) for j in order])
-        return out
+        from .exhaustive import blocked_top_k
+
+        blocks = ((dot(self.matrix[start:start + block], q.T).T, np.arange(start, min(start + block, len(self))))
+                  for start in range(0, len(self), block))  # scores [nq, b] of rows start...
+        best_i, best_s = blocked_top_k(blocks, len(q), k)
+        return [[(self.ids[i], float(s)) for i, s in zip(irow.tolist(), srow.tolist())]
+                for irow, srow in zip(best_i, best_s)]

@@ -43,6 +43,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import InputError
+from .exhaustive import blocked_top_k
 from .inputs import MODALITIES, Input
 from .io import Hit, iter_jsonl
 
@@ -812,18 +813,6 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
-def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column indices and scores of the top ``k`` per row, best first (ties by index)."""
-    k = min(k, scores.shape[1])
-    if k == 0:
-        return np.zeros((len(scores), 0), np.int64), np.zeros((len(scores), 0), np.float32)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
-        np.tile(np.arange(scores.shape[1]), (len(scores), 1))
-    vals = np.take_along_axis(scores, part, 1)
-    order = np.lexsort((part, -vals), axis=1)
-    return np.take_along_axis(part, order, 1), np.take_along_axis(vals, order, 1)
-
-
 def encode_dense(encoder, inputs: Sequence[Input], role: str, chunk_size: int = 256, progress: bool = False,
                  path: str | os.PathLike | None = None) -> np.ndarray:
     """L2-normalised float32 embeddings ``[n, d]`` from ``encoder.encode_queries`` / ``encode_documents``.
@@ -890,14 +879,9 @@ def dense_runs(encoder, mset: MbeirSet, query_inputs: Sequence[Input], depth: in
             groups = [(np.asarray([position[q] for q in mset.queries_of[row]]), mset.local_pool(row))
                       for row in mset.rows]
         for qrows, cols in groups:
-            best_i = np.zeros((len(qrows), 0), np.int64)
-            best_s = np.zeros((len(qrows), 0), np.float32)
-            for s in range(0, len(cols), block):
-                idx = cols[s:s + block]
-                scores = queries[qrows] @ np.asarray(matrix[idx]).T
-                cand_i = np.concatenate([best_i, np.broadcast_to(idx, (len(qrows), len(idx)))], axis=1)
-                top, vals = _top_k(np.concatenate([best_s, scores], axis=1), depth)
-                best_i, best_s = np.take_along_axis(cand_i, top, 1), vals
+            blocks = ((queries[qrows] @ np.asarray(matrix[idx]).T, idx)
+                      for idx in (cols[s:s + block] for s in range(0, len(cols), block)))
+            best_i, best_s = blocked_top_k(blocks, len(qrows), depth)
             for r, qi in enumerate(qrows):
                 run[qids[qi]] = [Hit(dids[j], float(v), rank) for rank, (j, v) in
                                  enumerate(zip(best_i[r].tolist(), best_s[r].tolist()), 1)]

@@ -37,7 +37,7 @@ import numpy as np
 from .errors import InputError, option
 from .io import iter_jsonl_at
 from .quantize import Quantizer
-from .sparse import SparseBatch
+from .sparse import SparseBatch, row_entries
 from .vocab import Vocabulary
 
 META_FILE = "lsr-vectors.json"
@@ -257,7 +257,7 @@ class VectorWriter:
         if total == q.nnz_total:  # every non-empty row: the entries are all of them, in order
             indices, values = q.indices, q.values.astype(np.int64)
         else:
-            src = np.repeat(q.indptr[rows] - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+            src, _ = row_entries(q.indptr, rows)
             indices, values = q.indices[src], q.values[src].astype(np.int64)
         parts = np.empty(2 * total, dtype=object)
         parts[0::2] = table[indices]

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ._options import add_fusion_args, add_model_args
+
 SPARSE, DENSE = "sparse", "dense"
 
 
@@ -39,18 +41,11 @@ def register(sub) -> dict:
                    help="candidate pool JSONL files or directories (cand_pool/global/... or cand_pool/local)")
     p.add_argument("--qrels", nargs="+", default=None,
                    help="qrels files or directories ('qid 0 did rel task_id'); default: from pos_cand_list")
-    p.add_argument("--model", required=True,
-                   help="sparse: splade-tiny, a STAIR or masked-LM directory; dense: minilm, "
-                        "open_clip:MODEL[@WEIGHTS], e5v:SOURCE")
     p.add_argument("--model-kind", choices=["auto", SPARSE, DENSE], default="auto",
                    help="how to evaluate --model (auto: from the name or directory)")
     p.add_argument("--rerank", action="append", default=[], metavar="MODEL",
                    help="another model (usually dense) whose results are fused with --model's; repeatable")
-    p.add_argument("--fusion", choices=["rrf", "interp"], default="rrf")
-    p.add_argument("--alpha", type=float, default=0.5,
-                   help="interp: fused = alpha * first model + (1 - alpha) * mean of the --rerank models")
-    p.add_argument("--norm", choices=["minmax", "zscore"], default="minmax", help="interp: score normalisation")
-    p.add_argument("--rrf-k", type=float, default=60.0, help="rrf: score = sum 1 / (rrf_k + rank)")
+    add_fusion_args(p, "interp: fused = alpha * first model + (1 - alpha) * mean of the --rerank models")
     p.add_argument("--k0", type=int, default=100, help="results per model that enter the fusion")
     p.add_argument("--scope", nargs="+", choices=["local", "global"], default=["local", "global"],
                    help="local: each task's own pool; global: the whole pool given")
@@ -61,10 +56,9 @@ def register(sub) -> dict:
                         "(seeded); none: no instructions")
     p.add_argument("--prompt", type=int, default=1, help="fixed mode: which prompt column (1-4)")
     p.add_argument("--seed", type=int, default=0, help="random mode: seed of the per-query draw")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--dtype", default="auto", help="sparse models: float32, bfloat16, float16")
-    p.add_argument("--max-length", type=int, default=None, help="word pieces per text (model default if unset)")
+    add_model_args(p, model_help="sparse: splade-tiny, a STAIR or masked-LM directory; dense: minilm, "
+                                 "open_clip:MODEL[@WEIGHTS], e5v:SOURCE", batch_size=True, batch_default=32,
+                   batch_help="inputs per model call")
     p.add_argument("--scale", type=float, default=100.0, help="sparse: impact = round(weight * scale)")
     p.add_argument("--max-value", type=int, default=1000, help="sparse: largest integer impact")
     p.add_argument("--max-query-terms", type=int, default=None,

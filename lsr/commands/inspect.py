@@ -7,13 +7,10 @@ import json
 import sys
 
 from ..errors import InputError, LsrError
+from ._options import add_model_args
 
 def add_encoder_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--model", required=required, help="alias (splade-tiny), hf:ORG/NAME, or a local directory")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 (default: bf16 on GPU)")
-    p.add_argument("--max-length", type=int, default=None,
-                   help="word pieces per text; longer texts are truncated (default: the model's own, or 256)")
+    add_model_args(p, required=required)
 
 
 #: Registry kinds of dense embedders (see ``encoders.dense.load_embedder``).

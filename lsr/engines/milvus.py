@@ -44,7 +44,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from lsr.progress import tqdm
 
-from ..errors import EnvironmentProblem, IndexMismatchError, InputError
+from ..errors import EnvironmentProblem, IndexMismatchError, InputError, first_line
 from ..io import Hit
 from ..quantize import Quantizer
 from ..retrieval import SparseRetriever
@@ -164,9 +164,8 @@ def _quiet_pymilvus():
 
 
 def _first_line(e: BaseException) -> str:
-    msg = getattr(e, "message", None) or str(e)
-    msg = str(msg).strip()
-    return msg.splitlines()[0] if msg else type(e).__name__
+    """pymilvus errors carry their text in ``message``; ``str(e)`` wraps it in the error code."""
+    return first_line(getattr(e, "message", None) or e)
 
 
 # ----------------------------------------------------------------- collection
