@@ -37,6 +37,7 @@ from torch import nn
 from lsr.progress import tqdm
 
 from lsr.errors import EnvironmentProblem, InputError, first_line
+from lsr.meta import read_meta, write_meta
 from lsr.inputs import Input, as_inputs, load_image
 from lsr.pooling import fill_padding, max_projection, saturate
 from lsr.sparse import SparseBatch, max_fuse
@@ -474,9 +475,7 @@ class StairEncoder(EncodeAll):
         hf_logging.disable_progress_bar()
         marker = path / STAIR_MARKER
         try:
-            config = json.loads(marker.read_text(encoding="utf-8"))
-            if config.get("format") != FORMAT:
-                raise ValueError(f"unknown format {config.get('format')!r}")
+            config = read_meta(marker, FORMAT)
             image_model = config["image_model"]
         except (OSError, ValueError, KeyError, UnicodeDecodeError) as e:
             raise InputError(f"{marker}: not a readable STAIR configuration ({e})") from None
@@ -557,7 +556,7 @@ class StairEncoder(EncodeAll):
         tmp = path / (WEIGHTS_FILE + ".tmp")
         save_model(self.model, str(tmp))
         os.replace(tmp, path / WEIGHTS_FILE)
-        (path / STAIR_MARKER).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        write_meta(path / STAIR_MARKER, config)
         return path
 
     def load_weights(self, path: str | os.PathLike) -> None:

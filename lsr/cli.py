@@ -173,13 +173,11 @@ def cmd_encode(args) -> int:
     dt = time.perf_counter() - t0
     if shard is not None:  # record the split, so that `lsr index` can check the shards fit together
         from .engines import shard_info
+        from .meta import write_meta
         from .vectors import META_FILE
 
         info.extra["shard"] = shard_info(shard, args.input, total)
-        meta = Path(args.output) / META_FILE
-        tmp = meta.with_name(META_FILE + ".tmp")
-        tmp.write_text(json.dumps(info.to_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, meta)
+        write_meta(Path(args.output) / META_FILE, info.to_dict())
     print(f"read {info.documents_read}, written {info.documents_written}, "
           f"reported {info.documents_reported} (see {Path(args.output) / 'report.jsonl'})"
           if info.documents_reported else

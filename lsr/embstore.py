@@ -17,7 +17,6 @@ dense score is 0 for every query. They are counted in the metadata.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ import numpy as np
 from lsr.progress import tqdm
 
 from .errors import IndexMismatchError, InputError, option
+from .meta import read_meta, write_meta
 from .threads import intra_op_threads
 
 STORE_META = "lsr-embeddings.json"
@@ -132,7 +132,7 @@ def build_store(
         settings = dict(getattr(encoder, "settings", lambda: {})())
         meta = StoreMeta(name, source, kind, dim, len(ids), bool(getattr(encoder, "normalized", True)), empty,
                          input_path, settings, time.time())
-        (tmp / STORE_META).write_text(json.dumps(meta.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_meta(tmp / STORE_META, meta.to_dict())
         if output.exists():
             shutil.rmtree(output) if output.is_dir() else output.unlink()
         os.replace(tmp, output)
@@ -210,9 +210,7 @@ class EmbeddingStore:
             raise InputError(f"{self.path}: not an embedding store (no {STORE_META}); build one with "
                              "`lsr embed --model M --input corpus.jsonl --output STORE`")
         try:
-            d = json.loads(p.read_text(encoding="utf-8"))
-            if d.get("format") != STORE_FORMAT:
-                raise ValueError(f"unknown format {d.get('format')!r}")
+            d = read_meta(p, STORE_FORMAT)
             return StoreMeta(str(d["model"]), d.get("source"), str(d.get("kind", "dense")), int(d["dim"]),
                              int(d["count"]), bool(d.get("normalized", True)), int(d.get("empty", 0)),
                              d.get("input"), dict(d.get("settings") or {}), float(d.get("created", 0.0)))

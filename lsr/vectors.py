@@ -36,6 +36,7 @@ import numpy as np
 
 from .errors import InputError, option
 from .io import iter_jsonl_at
+from .meta import read_meta, write_meta
 from .quantize import Quantizer
 from .sparse import SparseBatch, row_entries
 from .vocab import Vocabulary
@@ -128,8 +129,8 @@ class VectorDirInfo:
         if not path.exists():
             return None
         try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            d = read_meta(path)
+        except ValueError as e:
             raise InputError(f"{path}: unreadable metadata ({e})") from None
         known = {"format", "encoder", "vocab_fingerprint", "quantization", "role", "documents_read",
                  "documents_written", "documents_reported", "truncated"}
@@ -284,9 +285,7 @@ class VectorWriter:
         for fh in (self._part, self._report, self._offsets):
             if fh is not None:
                 fh.close()
-        tmp = self.dir / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.info.to_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, self.dir / META_FILE)
+        write_meta(self.dir / META_FILE, self.info.to_dict())
         self._closed = True
         return self.info
 
