@@ -305,3 +305,19 @@ def test_search_encode_and_inspect_use_a_stair_directorys_saved_max_length(tmp_p
     assert load(str(tmp_path / "stair"), device="cpu", max_length=None).max_length == 8
     assert load(str(tmp_path / "stair"), device="cpu", max_length=12).max_length == 12
     assert load("splade-tiny", device="cpu", max_length=None).max_length == 256
+
+
+def test_public_faces_import_nothing_heavy_until_used():
+    code = ("import sys, lsr, encoders, anserini_bridge\n"
+            "heavy = [m for m in ('torch', 'transformers', 'jnius', 'encoders.splade', 'anserini_bridge.search') "
+            "if m in sys.modules]\n"
+            "assert not heavy, heavy\n"
+            "for face in (lsr, encoders, anserini_bridge):\n"
+            "    for name in face.__all__:\n"
+            "        assert getattr(face, name) is not None, (face.__name__, name)\n"
+            "    assert set(face.__all__) <= set(dir(face))\n"
+            "assert 'jnius' not in sys.modules  # the JVM starts with the first index or search\n"
+            "import anserini_bridge.explain as m\n"
+            "assert m.explain and m.__name__ == 'anserini_bridge.explain'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
