@@ -334,7 +334,7 @@ class StairModel(nn.Module):
         the batch (the rest get logit 0, weight 0 after saturation): what
         STAIR's stage 1 needs, where text vectors keep to their own tokens.
         """
-        from .splade import _parent_of
+        from .pooled_decoder import _parent_of
 
         decoder = self.text.get_output_embeddings()
         parent, attr = _parent_of(self.text, decoder)

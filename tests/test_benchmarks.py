@@ -10,9 +10,10 @@ import pytest
 
 from anserini_bridge.index import build_index
 from anserini_bridge.search import ImpactSearcher
-from encoders.pipeline import ProcessVectorWriter, encode_to_dir, select_rows
 from encoders.base import EncodeStats
-from encoders.splade import SpladeEncoder, plan_windows
+from encoders.encode_run import plan_windows
+from encoders.pipeline import ProcessVectorWriter, encode_to_dir, select_rows
+from encoders.splade import SpladeEncoder
 from lsr import InputError, Quantizer, SparseBatch, Vocabulary
 from lsr.io import Record
 from lsr.synthetic import random_vectors, synthetic_vocab
