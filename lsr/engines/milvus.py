@@ -51,7 +51,7 @@ from ..retrieval import SparseRetriever
 from ..sparse import SparseBatch
 from ..vectors import iter_vectors, part_files
 from ..vocab import Vocabulary
-from . import InsertReport
+from .report import InsertReport
 
 INSTALL_HINT = 'pip install "pymilvus>=2.5,<2.6"  (or pip install -e ".[milvus]")'
 META_FORMAT = "lsr-milvus/1"
@@ -660,7 +660,7 @@ def export_vector_dirs(
     Several directories (the shards of one corpus) must fit together; see
     :func:`lsr.engines.check_vector_dirs`.
     """
-    from . import check_vector_dirs
+    from .shards import check_vector_dirs
 
     infos = check_vector_dirs(vecdirs)
     info = infos[0]

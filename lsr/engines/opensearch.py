@@ -59,7 +59,7 @@ from ..io import Hit
 from ..quantize import Quantizer
 from ..retrieval import SparseRetriever
 from ..vectors import VectorDirInfo, iter_vector_records, part_files
-from . import InsertReport
+from .report import InsertReport
 
 ENGINES = ("opensearch", "elasticsearch")
 FIELD_TYPES = {"opensearch": "rank_features", "elasticsearch": "sparse_vector"}
@@ -244,7 +244,7 @@ def write_bulk(
     Beside it, ``PATH.index.json`` holds the body that creates the index
     (mapping and ``_meta``). Returns the statistics and that file's path.
     """
-    from . import check_vector_dirs
+    from .shards import check_vector_dirs
 
     infos = check_vector_dirs(vecdirs)
     path = Path(path)
