@@ -22,13 +22,13 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from lsr.errors import InputError
+from lsr.errors import InputError, first_line
 from lsr.io import Hit, read_corpus
 from lsr.retrieval import query_ids
 
 from . import jvm
 from .index import INDEX_META, IndexMeta, _run_index_collection, publish_index
-from .search import _JsonBridge, _first_line
+from .search import _JsonBridge
 
 BM25_OPTIONS = ("-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
                 "-storePositions", "-storeDocvectors")
@@ -96,7 +96,7 @@ class BM25Searcher:
         try:
             self._searcher = S(str(self.index_dir))
         except Exception as e:  # noqa: BLE001 - a JavaException from a corrupted directory
-            raise InputError(f"{self.index_dir}: Lucene cannot open this index ({_first_line(e)}); rebuild it "
+            raise InputError(f"{self.index_dir}: Lucene cannot open this index ({first_line(e)}); rebuild it "
                              "with `lsr index --bm25`") from None
         self._searcher.set_bm25(self.k1, self.b)
         self._json = _JsonBridge.create()
@@ -139,7 +139,7 @@ class BM25Searcher:
             jq.add(t)
             jids.add(q)
         out = self._searcher.batch_search(jq, jids, int(k), int(threads or os.cpu_count() or 1))
-        data = self._json.hits(out) if self._json is not None else None
+        data = self._json.hits(out)
         for q, _ in asked:
             if data is not None:
                 results[q] = [Hit(str(d), float(s), r) for r, (d, s) in enumerate(data.get(q, ()), 1)]

@@ -65,11 +65,11 @@ def _explain(searcher: ImpactSearcher, query: Any, docid: str, encoder) -> Expla
         if len(query) != 1:
             raise InputError(f"explain takes one query; got a batch of {len(query)} vectors (select one row)")
         float_query = query.to_dict(0)
-        ints = searcher._integer_queries(query)[0]
+        ints = searcher.quantized_queries(query)[0]
     elif isinstance(query, Mapping):
         if not query:
             raise InputError("the query vector is empty; give at least one {token: positive integer} entry")
-        ints = searcher._integer_queries([query])[0]
+        ints = searcher.quantized_queries([query])[0]
     else:
         raise InputError(f"cannot explain a query of type {type(query).__name__}; pass text (with encoder=), "
                          "an Input, a one-row SparseBatch or an integer {token: impact} dict")

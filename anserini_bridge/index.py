@@ -11,7 +11,6 @@ it to quantize queries the same way and to refuse a mismatched encoder.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -25,6 +24,7 @@ from typing import Sequence
 from lsr.progress import tqdm
 
 from lsr.errors import EnvironmentProblem, InputError, option
+from lsr.meta import read_meta, write_meta
 from lsr.quantize import Quantizer
 from lsr.vectors import (META_FILE, OFFSETS_FILE, VectorDirInfo, part_files, scan_vector_files, vector_file_name,
                          write_offsets)
@@ -75,9 +75,7 @@ class IndexMeta:
             raise InputError(f"{index_dir}: not an index (no {INDEX_META}, no Lucene segments); "
                              "build one with `lsr index --input VECDIR --index IDXDIR`")
         try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-            if d.get("format") != INDEX_FORMAT:
-                raise ValueError(f"unknown format {d.get('format')!r}")
+            d = read_meta(path, INDEX_FORMAT)
             q = d.get("quantization")
             return cls(d.get("encoder"), d.get("vocab_fingerprint"), Quantizer.from_dict(q) if q else None,
                        int(d["documents"]), d.get("counters", {}), bool(d.get("stored_vectors", False)),
@@ -224,7 +222,7 @@ def _build(sources, dirs, infos, scanned, index_dir: Path, threads, store_vector
 
 def publish_index(tmp_index: Path, index_dir: Path, meta: IndexMeta) -> IndexMeta:
     """Write ``meta`` into a finished index built at ``tmp_index`` and move it to ``index_dir`` in one rename."""
-    (tmp_index / INDEX_META).write_text(json.dumps(meta.to_dict(), indent=2) + "\n", encoding="utf-8")
+    write_meta(tmp_index / INDEX_META, meta.to_dict())
     (tmp_index / "write.lock").unlink(missing_ok=True)
     if index_dir.exists():
         shutil.rmtree(index_dir)

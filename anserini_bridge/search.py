@@ -20,8 +20,7 @@ When the jar lacks what the direct path needs, Anserini's ``search`` and
 Jackson turns into the ``List<Map<String, Integer>>`` that
 ``SimpleImpactSearcher.batch_search`` takes, and all results come back as one
 JSON text. Non-ASCII text is escaped on both sides, so every token and
-document id arrives intact. When the jar has no Jackson, queries are built
-term by term instead.
+document id arrives intact.
 """
 
 from __future__ import annotations
@@ -36,10 +35,10 @@ from typing import Mapping, Sequence, Union
 
 import numpy as np
 
-from lsr.errors import IndexMismatchError, InputError
+from lsr.errors import EnvironmentProblem, IndexMismatchError, InputError, first_line
 from lsr.io import Hit
 from lsr.quantize import Quantizer
-from lsr.retrieval import query_ids
+from lsr.retrieval import SparseRetriever
 from lsr.sparse import SparseBatch
 from lsr.vectors import VectorStore, parse_vector
 
@@ -55,8 +54,10 @@ Query = Union[Mapping[str, int], SparseBatch]
 _FIELD_BY_FIELD_MAX_K = 200
 
 
-class ImpactSearcher:
+class ImpactSearcher(SparseRetriever):
     """Searches one impact index built by :func:`anserini_bridge.build_index`."""
+
+    _holds = "was built with encoder"
 
     def __init__(self, index_dir: str | os.PathLike, quantizer: Quantizer | None = None):
         """Open ``index_dir``: an index built by ``lsr index``, or a Lucene impact index built by Anserini's
@@ -91,11 +92,8 @@ class ImpactSearcher:
         try:
             self._searcher = S(str(self.index_dir))
         except Exception as e:  # noqa: BLE001 - a JavaException from a corrupted directory
-            raise InputError(f"{self.index_dir}: Lucene cannot open this index ({_first_line(e)}); "
+            raise InputError(f"{self.index_dir}: Lucene cannot open this index ({first_line(e)}); "
                              "rebuild it with `lsr index`") from None
-        self._HashMap = jvm.autoclass("java.util.HashMap")
-        self._Integer = jvm.autoclass("java.lang.Integer")
-        self._ArrayList = jvm.autoclass("java.util.ArrayList")
         self._json = _JsonBridge.create()
         self._clause_limit = 1024
         self._store = VectorStore(self.index_dir / DOCVECTORS_DIR) if self.meta.stored_vectors else None
@@ -106,38 +104,12 @@ class ImpactSearcher:
     def num_docs(self) -> int:
         return int(self._searcher.get_total_num_docs())
 
-    def check_encoder(self, encoder_name: str | None, vocab_fingerprint: str | None) -> None:
-        """Refuse to search with queries from a different vocabulary than the index was built with."""
-        m = self.meta
-        if m.vocab_fingerprint and vocab_fingerprint and m.vocab_fingerprint != vocab_fingerprint:
-            raise IndexMismatchError(
-                f"{self.index_dir} was built with encoder {m.encoder!r} (vocabulary {m.vocab_fingerprint}); "
-                f"the queries come from {encoder_name!r} (vocabulary {vocab_fingerprint}). "
-                "Encode queries with the index's encoder or rebuild the index."
-            )
-        if m.quantization is None:
-            raise IndexMismatchError(
-                f"{self.index_dir} has no quantization spec (built from foreign vector files); "
-                "search it with integer query vectors (--query-vectors)"
-            )
+    def describe(self) -> str:
+        return str(self.index_dir)
 
     # ------------------------------------------------------------ conversion
-    def _integer_queries(self, queries: Query | Sequence[Mapping[str, int]]) -> list[dict[str, int]]:
-        if isinstance(queries, SparseBatch):
-            if self.meta.quantization is None:
-                self.check_encoder(None, None)
-            self.check_encoder(None, queries.vocab.fingerprint)
-            impacts = self.meta.quantization.impacts(queries.values).tolist()
-            tokens, cols, bounds = queries.vocab.tokens, queries.indices.tolist(), queries.indptr.tolist()
-            out = [{tokens[cols[j]]: impacts[j] for j in range(bounds[i], bounds[i + 1]) if impacts[j] > 0}
-                   for i in range(len(bounds) - 1)]
-        else:
-            out = []
-            for i, d in enumerate(queries):
-                try:
-                    out.append(parse_vector("query", i + 1, {"vector": dict(d)}))
-                except InputError as e:
-                    raise InputError(str(e).replace("query:", "query #", 1)) from None
+    def _engine_queries(self, queries: Query | Sequence[Mapping[str, int]]) -> list[dict[str, int]]:
+        out = self.quantized_queries(queries)
         self._allow_terms(out)
         return out
 
@@ -156,28 +128,10 @@ class ImpactSearcher:
             self._clause_limit = int(index_searcher.getMaxClauseCount())
 
     def _java_query(self, q: Mapping[str, int]):
-        if self._json is not None:
-            return self._json.to_map(q)
-        m = self._HashMap()
-        for tok, w in q.items():
-            m.put(tok, self._Integer(int(w)))
-        return m
+        return self._json.to_map(q)
 
-    def _java_queries(self, queries: Sequence[Mapping[str, int]]):
-        if self._json is not None:
-            return self._json.to_list(list(queries))
-        out = self._ArrayList()
-        for q in queries:
-            out.add(self._java_query(q))
-        return out
-
-    def _java_strings(self, strings: Sequence[str]):
-        if self._json is not None:
-            return self._json.to_list(list(strings))
-        out = self._ArrayList()
-        for x in strings:
-            out.add(x)
-        return out
+    def _java_list(self, values: Sequence):
+        return self._json.to_list(list(values))
 
     def _hit_of(self, rank: int, docid: str, raw: float) -> Hit:
         integer = int(round(raw))
@@ -210,61 +164,35 @@ class ImpactSearcher:
 
     def _all_hits(self, out, qids: Sequence[str]) -> dict[str, list[Hit]]:
         """Hits of every query from ``batch_search``'s ``Map<String, ScoredDoc[]>``."""
-        data = self._json.hits(out) if self._json is not None else None
+        data = self._json.hits(out)
         if data is not None:
             return {qid: [self._hit_of(r, d, float(sc)) for r, (d, sc) in enumerate(data.get(qid, ()), 1)]
                     for qid in qids}
         return {qid: self._hits(out.get(qid)) for qid in qids}
 
     # ---------------------------------------------------------------- search
-    def search(self, query: Query, k: int = 10) -> list[Hit]:
-        """Top ``k`` hits for one query (``{token: int}`` or a one-row float :class:`SparseBatch`)."""
-        if k < 1:
-            raise InputError(f"k must be at least 1, got {k}")
-        if isinstance(query, SparseBatch):
-            if len(query) != 1:
-                raise InputError(f"search takes one query; got a batch of {len(query)} (use batch_search)")
-            q = self._integer_queries(query)[0]
-        else:
-            q = self._integer_queries([query])[0]
-        if not q:
-            return []
+    def _search_one(self, q: Mapping[str, int], k: int) -> list[Hit]:
         direct = self._direct_search()
         if direct is not None:
             return self._direct_hits(direct.search(q, int(k)))
-        if k > _FIELD_BY_FIELD_MAX_K and self._json is not None and self._json.docid_first is not None:
+        if k > _FIELD_BY_FIELD_MAX_K and self._json.docid_first is not None:
             # many hits: through the batch entry point, whose results stay a Java map and are read in one piece
-            out = self._searcher.batch_search(self._java_queries([q]), self._java_strings(["q"]), int(k), 1)
+            out = self._searcher.batch_search(self._java_list([q]), self._java_list(["q"]), int(k), 1)
             return self._all_hits(out, ["q"])["q"]
         return self._hits(self._searcher.search(self._java_query(q), int(k)))
 
-    def batch_search(
-        self, queries: Query | Sequence[Mapping[str, int]], qids: Sequence[str] | None = None, k: int = 10,
-        threads: int | None = None,
-    ) -> dict[str, list[Hit]]:
-        """Search many queries; returns ``{qid: hits}`` in the input order.
-
-        Queries run one after another on the direct path (``threads`` is then
-        unused: each costs about what Anserini's thread pool spends loading one
-        query's stored documents); without it, on Anserini's thread pool with
-        ``threads`` threads. A query whose vector is empty (after quantization)
-        gets an empty list.
-        """
-        qids = query_ids(queries, qids, k)
-        ints = self._integer_queries(queries)
-        asked = [(qid, q) for qid, q in zip(qids, ints) if q]
-        results = {qid: [] for qid in qids}
-        direct = self._direct_search() if asked else None
+    def _search_vectors(self, qids: Sequence[str], vectors: Sequence[Mapping[str, int]], k: int,
+                        threads: int | None) -> list[list[Hit]]:
+        """Queries run one after another on the direct path (``threads`` is then unused: each costs about what
+        Anserini's thread pool spends loading one query's stored documents); without it, on Anserini's thread
+        pool with ``threads`` threads."""
+        direct = self._direct_search()
         if direct is not None:
-            for qid, q in asked:
-                results[qid] = self._direct_hits(direct.search(q, int(k)))
-        elif asked:
-            threads = threads or os.cpu_count() or 1
-            jq = self._java_queries([q for _, q in asked])
-            jids = self._java_strings([qid for qid, _ in asked])
-            out = self._searcher.batch_search(jq, jids, int(k), int(threads))
-            results.update(self._all_hits(out, [qid for qid, _ in asked]))
-        return results
+            return [self._direct_hits(direct.search(q, int(k))) for q in vectors]
+        threads = threads or os.cpu_count() or 1
+        out = self._searcher.batch_search(self._java_list(vectors), self._java_list(qids), int(k), int(threads))
+        found = self._all_hits(out, qids)
+        return [found[qid] for qid in qids]
 
     def document_frequencies(self, tokens: Sequence[str]) -> list[int]:
         """How many documents of the index contain each token (from Lucene's postings of the impact field)."""
@@ -339,17 +267,6 @@ class ImpactSearcher:
             self._reader = None
         self._searcher.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-
 
 class _JsonBridge:
     """Java objects from JSON text and back, through the Jackson library inside the Anserini jar.
@@ -364,7 +281,8 @@ class _JsonBridge:
         self.docid_first: bool | None = None  # order of the pair; None: hits are read field by field
 
     @classmethod
-    def create(cls) -> "_JsonBridge | None":
+    def create(cls) -> "_JsonBridge":
+        """The bridge; every Anserini fat jar this project supports bundles Jackson."""
         try:
             mapper = jvm.autoclass("com.fasterxml.jackson.databind.ObjectMapper")()
             feature = jvm.autoclass("com.fasterxml.jackson.core.JsonGenerator$Feature")
@@ -372,8 +290,9 @@ class _JsonBridge:
             mapper.getFactory().configure(feature.ESCAPE_NON_ASCII, True)
             Class = jvm.autoclass("java.lang.Class")
             bridge = cls(mapper, Class.forName("java.util.List"), Class.forName("java.util.Map"))
-        except Exception:  # noqa: BLE001 - no Jackson in this jar: build queries term by term
-            return None
+        except Exception as e:  # noqa: BLE001 - no Jackson in this jar
+            raise EnvironmentProblem(f"the Anserini jar lacks the Jackson JSON library ({first_line(e)}); "
+                                     "use the fat jar that pyserini ships (anserini-*-fatjar.jar)") from None
         try:
             ignored = jvm.autoclass("java.util.HashSet")()
             for name in ("lucene_document", "lucene_docid"):
@@ -390,12 +309,10 @@ class _JsonBridge:
                 bridge.docid_first = False
         except Exception:  # noqa: BLE001 - an older Jackson: hits are read field by field
             bridge.docid_first = None
-        try:
-            probe = [{"t\u00e9st\U0001F600": 2147483647}]
-            if bridge.read(bridge.to_list(probe)) != probe:
-                return None
-        except Exception:  # noqa: BLE001
-            return None
+        probe = [{"t\u00e9st\U0001F600": 2147483647}]
+        if bridge.read(bridge.to_list(probe)) != probe:
+            raise EnvironmentProblem("the Anserini jar's Jackson does not carry queries intact; use the fat jar "
+                                     "that pyserini ships (anserini-*-fatjar.jar)")
         return bridge
 
     def to_list(self, values: list):

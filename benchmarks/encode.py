@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     import torch
 
     from encoders.pipeline import encode_to_dir
-    from encoders.splade import pick_device, pick_dtype
+    from encoders.base import pick_device, pick_dtype
     from lsr.io import Record
 
     dev = pick_device(args.device)

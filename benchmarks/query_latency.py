@@ -153,7 +153,7 @@ def main(argv=None) -> int:
         model, tok = enc.model, enc.tokenizer
         token_tensors = [torch.tensor([tok(t, truncation=True, max_length=enc.max_length)["input_ids"]])
                          for t in texts]
-        ints = [searcher._integer_queries(enc.encode_queries([t]))[0] for t in texts]
+        ints = [searcher.quantized_queries(enc.encode_queries([t]))[0] for t in texts]
         HashMap, Integer = jvm.autoclass("java.util.HashMap"), jvm.autoclass("java.lang.Integer")
         jmaps = []
         for q in ints:

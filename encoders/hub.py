@@ -19,7 +19,7 @@ import urllib.request
 from contextlib import contextmanager
 from functools import lru_cache
 
-from lsr.errors import EnvironmentProblem
+from lsr.errors import EnvironmentProblem, first_line
 
 _TRUE = {"1", "on", "yes", "true"}
 #: Seconds to wait for the hub endpoint to answer before treating it as unreachable.
@@ -84,9 +84,8 @@ def hub_error(what: str, model: str, hub_id: str, offline: str | None, error: Ba
             f"cannot load {what} {model!r}: {offline}, and {hub_id} is not in the local Hugging Face cache "
             f"({cache_dir()}){read_as}; download it where the hub is reachable (`hf download {hub_id}`), or pass "
             "the path of a local copy")
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return EnvironmentProblem(f"cannot load {what} {model!r} from the hub id {hub_id}: {first} (hub models need "
-                              "network access or a local copy: pass a directory)")
+    return EnvironmentProblem(f"cannot load {what} {model!r} from the hub id {hub_id}: {first_line(error)} (hub "
+                              "models need network access or a local copy: pass a directory)")
 
 
 @contextmanager

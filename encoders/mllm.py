@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from lsr.progress import tqdm
 
-from lsr.errors import EnvironmentProblem, InputError
+from lsr.errors import EnvironmentProblem, InputError, first_line
 from lsr.inputs import Input, as_inputs, load_image
 
 from .hub import hub_error, hub_unavailable
 from .registry import resolve
-from .splade import pick_device, pick_dtype
+from .base import pick_device, pick_dtype
 
 # What comes before the instruction, per modality. ``{image}`` becomes the processor's image token.
 CONTENT: dict[str, str] = {
@@ -241,5 +241,5 @@ def _load(model: str, dtype: torch.dtype):
         if not loc.is_local:
             raise hub_error("MLLM", model, loc.source, offline, e) from None
         raise EnvironmentProblem(f"cannot load MLLM {model!r} from {loc.source}: "
-                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                                 f"{first_line(e)}") from None
     return hf_model, processor, loc.source

@@ -28,7 +28,7 @@ import numpy as np
 from lsr.errors import InputError, LsrError
 from lsr.io import Record
 from lsr.quantize import Quantizer
-from lsr.sparse import SparseBatch
+from lsr.sparse import SparseBatch, row_entries
 from lsr.vectors import VectorDirInfo, VectorWriter, check_new_output
 from lsr.vocab import Vocabulary
 
@@ -105,7 +105,7 @@ def encode_items_to_dir(
     instead of written; default: blank strings); ``contents[i]`` is stored
     with each vector (default: nothing).
     """
-    from .splade import EncodeStats
+    from .base import EncodeStats
 
     quantizer = quantizer or Quantizer()
     if role not in ("document", "query"):
@@ -125,8 +125,8 @@ def encode_items_to_dir(
     # On a GPU the interpreter is the bottleneck, so writing moves out of it; on the CPU the model's
     # arithmetic dwarfs writing (and a writer process would only compete for the same cores).
     on_accelerator = getattr(getattr(encoder, "device", None), "type", "cpu") != "cpu"
-    in_process = writer == "process" or (writer == "auto" and on_accelerator and len(items) > chunk_size)
-    make = ProcessVectorWriter if in_process else VectorWriter
+    writer_in_subprocess = writer == "process" or (writer == "auto" and on_accelerator and len(items) > chunk_size)
+    make = ProcessVectorWriter if writer_in_subprocess else VectorWriter
     meta = {"max_length": encoder.max_length, **(extra or {})}
     with make(vecdir, quantizer, encoder=encoder.name, vocab=encoder.vocab, role=role, shard_size=shard_size,
               overwrite=overwrite, extra=meta) as out:
@@ -150,9 +150,7 @@ def encode_items_to_dir(
 def select_rows(batch: SparseBatch, rows: Sequence[int]) -> SparseBatch:
     """Rows of a batch, in the given order (CSR slicing, no format conversion)."""
     rows = np.asarray(rows, dtype=np.int64)
-    starts, lengths = batch.indptr[rows], np.diff(batch.indptr)[rows]
-    total = int(lengths.sum())
-    src = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+    src, lengths = row_entries(batch.indptr, rows)
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     ids = tuple(batch.ids[r] for r in rows.tolist()) if batch.ids is not None else None
     return SparseBatch(indptr, batch.indices[src], batch.values[src], batch.vocab, ids)

@@ -100,3 +100,67 @@ def resolve(name: str, default_kind: str = "splade") -> ModelLocation:
 
 #: A Hugging Face hub id as users type it: ``ORG/NAME`` (letters, digits, ``-``, ``_``, ``.``).
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+
+
+# ------------------------------------------------------------------ loading
+SPARSE, DENSE = "sparse", "dense"
+#: Registry kinds with a sparse encoder class, as ``(module, class)``.
+SPARSE_CLASSES: dict[str, tuple[str, str]] = {"splade": ("encoders.splade", "SpladeEncoder"),
+                                              "stair": ("encoders.stair", "StairEncoder")}
+#: Name prefixes of dense embedders (see ``encoders.dense.load_embedder``).
+DENSE_PREFIXES = ("open_clip:", "e5v:")
+
+
+def family(name: str) -> str:
+    """``sparse`` or ``dense`` for a model name: ``open_clip:`` / ``e5v:`` prefixes, the registry's kind of an
+    alias, a sentence-transformers, tower-embedder or LLaVA directory are dense; everything else (SPLADE, STAIR)
+    is sparse."""
+    if name.startswith(DENSE_PREFIXES):
+        return DENSE
+    from . import dense  # noqa: F401 - registers the dense aliases
+    from .dense import _is_llava_dir
+    from .image_text import is_tower_embedder_dir
+
+    if name in _ALIASES:
+        return DENSE if _ALIASES[name].kind == "dense" else SPARSE
+    path = Path(os.path.expanduser(name))
+    if path.is_dir() and ((path / "modules.json").is_file() or (path / "config_sentence_transformers.json").is_file()
+                          or _is_llava_dir(path) or is_tower_embedder_dir(path)):
+        return DENSE
+    return SPARSE
+
+
+def load(name: str, *, kind: str = "auto", **options):
+    """The model named ``name``, ready to encode: the one loader for every model kind.
+
+    ``kind``: ``auto`` (from the name, see :func:`family`), ``sparse`` or
+    ``dense``. Sparse names load :class:`encoders.splade.SpladeEncoder` or
+    :class:`encoders.stair.StairEncoder` by their registry kind; dense names
+    load through :func:`encoders.dense.load_embedder`.
+
+    Options that are ``None`` count as not given: they are left out, so what a
+    saved model records (a STAIR directory's ``max_length``) and each class's
+    defaults apply. Dense embedders pick their own precision, so ``dtype`` is
+    not passed to them.
+    """
+    import importlib
+
+    options = {k: v for k, v in options.items() if v is not None}
+    if kind not in ("auto", SPARSE, DENSE):
+        raise InputError(f"model kind must be auto, {SPARSE} or {DENSE}, got {kind!r}")
+    if (family(name) if kind == "auto" else kind) == DENSE:
+        from .dense import load_embedder
+
+        options.pop("dtype", None)
+        return load_embedder(name, **options)
+    loc = resolve(name)
+    if loc.kind not in SPARSE_CLASSES:
+        raise InputError(f"model {name!r} is of kind {loc.kind!r}, which has no sparse encoder "
+                         f"(known kinds: {', '.join(sorted(SPARSE_CLASSES))})")
+    module_name, class_name = SPARSE_CLASSES[loc.kind]
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as e:
+        raise EnvironmentProblem(f"model {name!r} needs {module_name}.{class_name}, which cannot be "
+                                 f"loaded ({e})") from None
+    return cls(name, **options)

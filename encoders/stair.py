@@ -21,11 +21,8 @@ and :func:`encoders.registry.resolve` reports such a directory as kind ``"stair"
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,326 +33,22 @@ import torch
 from torch import nn
 from lsr.progress import tqdm
 
-from lsr.errors import EnvironmentProblem, InputError
+from lsr.errors import EnvironmentProblem, InputError, first_line
 from lsr.inputs import Input, as_inputs, load_image
-from lsr.pooling import log_saturation
+from lsr.pooling import saturate
+from lsr.meta import read_meta, write_meta
 from lsr.sparse import SparseBatch, max_fuse
 
+from .base import EncodeAll, EncodeStats, load_masked_lm, pick_device, pick_dtype
 from .registry import STAIR_MARKER, resolve
-from .towers import TimmTower, build_timm_tower, is_timm_tower
-from .splade import EncodeAll, EncodeStats, SpladeEncoder, load_masked_lm, pick_device, pick_dtype
+from .splade import SpladeEncoder
+from .stair_model import (TINY_IMAGE_CONFIGS, StairModel, TokenHead, _mlm_head_parts, _open_clip, _plain,  # noqa: F401
+                          _probe_width, _random_init, build_image_tower, register_image_config)
+from .towers import TimmTower
 
 FORMAT = "lsr-stair/1"
 WEIGHTS_FILE = "model.safetensors"
 TEXT_DIR = "text"
-
-#: Small open_clip configurations for tests and synthetic experiments (random init only).
-TINY_IMAGE_CONFIGS: dict[str, dict] = {
-    "stair-tiny-vit": {
-        "embed_dim": 64,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 128, "head_width": 32, "patch_size": 8},
-        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
-    },
-}
-
-_CONFIG_DIR: Path | None = None
-
-
-def _open_clip():
-    try:
-        import open_clip
-    except ImportError as e:  # pragma: no cover - depends on the installation
-        raise EnvironmentProblem(f"open_clip is needed for image encoders ({e}); pip install open_clip_torch "
-                                 "torchvision") from None
-    return open_clip
-
-
-# ------------------------------------------------------------ image towers
-def register_image_config(name: str, config: dict) -> str:
-    """Make an open_clip model configuration available to ``open_clip.create_model`` as ``name``.
-
-    ``config`` is an open_clip model config (``embed_dim``, ``vision_cfg``,
-    ``text_cfg``). Registering the same config twice is a no-op; a different
-    config under a name open_clip already knows is refused.
-    """
-    global _CONFIG_DIR
-    open_clip = _open_clip()
-    if not isinstance(config, dict) or not all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
-        raise InputError(f"image model config {name!r} needs 'embed_dim', 'vision_cfg' and 'text_cfg'")
-    if not name or "/" in name or os.sep in name:
-        raise InputError(f"image model name {name!r} must be a plain name")
-    if name in open_clip.list_models():
-        if open_clip.get_model_config(name) == config:
-            return name
-        raise InputError(f"open_clip already has a different model called {name!r}; register under another name")
-    if _CONFIG_DIR is None:
-        _CONFIG_DIR = Path(tempfile.mkdtemp(prefix="lsr-open-clip-configs-"))
-        atexit.register(shutil.rmtree, _CONFIG_DIR, True)
-    path = _CONFIG_DIR / f"{name}.json"
-    path.write_text(json.dumps(config), encoding="utf-8")
-    open_clip.add_model_config(path)
-    return name
-
-
-def _looks_like_file(pretrained: str) -> bool:
-    return (os.sep in pretrained or "/" in pretrained or pretrained.startswith(("~", "."))
-            or Path(pretrained).suffix.lower() in (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz"))
-
-
-def build_image_tower(image_model: str, pretrained: str | None = None,
-                      image_config: dict | None = None) -> tuple[nn.Module, dict, dict]:
-    """An open_clip image tower: ``(visual module, open_clip model config, preprocessing config)``.
-
-    ``image_model`` is any open_clip model name (``open_clip.list_models()``),
-    a name from :data:`TINY_IMAGE_CONFIGS`, ``timm:NAME`` for any timm model, or
-    a tower alias of :mod:`encoders.towers` (``efficientnet-lite0``: ImageNet
-    weights that install from the package registry); ``image_config`` registers a
-    custom config under that name first. ``pretrained`` is ``None`` (random
-    initialisation), an open_clip tag such as ``"laion2b_s34b_b88k"``
-    (downloaded by open_clip; needs network access or its cache) or a local
-    checkpoint file (a full open_clip state dict, or the image tower alone,
-    with or without the ``visual.`` prefix).
-    """
-    if is_timm_tower(image_model):
-        if image_config is not None:
-            raise InputError(f"image_config applies to open_clip models, not to {image_model!r}")
-        tower = build_timm_tower(image_model, pretrained)
-        return tower, {"timm_model": tower.model_name}, tower.preprocess_config()
-    open_clip = _open_clip()
-    if image_config is not None:
-        register_image_config(image_model, image_config)
-    elif image_model in TINY_IMAGE_CONFIGS:
-        register_image_config(image_model, TINY_IMAGE_CONFIGS[image_model])
-    if image_model not in open_clip.list_models():
-        raise InputError(f"image model {image_model!r} is not an open_clip model name; see "
-                         "open_clip.list_models() (e.g. ViT-B-16) or register a config with register_image_config")
-    config = open_clip.get_model_config(image_model)
-    if pretrained is None or pretrained == "":
-        model = _random_init(image_model)
-    elif Path(os.path.expanduser(pretrained)).is_file() or _looks_like_file(pretrained):
-        model = _from_checkpoint_file(image_model, Path(os.path.expanduser(pretrained)))
-    else:
-        tags = open_clip.list_pretrained_tags_by_model(image_model)
-        if pretrained not in tags:
-            raise InputError(f"pretrained {pretrained!r} is neither an existing checkpoint file nor an open_clip tag of "
-                             f"{image_model} (tags: {', '.join(tags) or 'none'})")
-        try:
-            model = open_clip.create_model(image_model, pretrained=pretrained)
-        except Exception as e:  # noqa: BLE001 - download and conversion errors from open_clip
-            raise EnvironmentProblem(
-                f"cannot load open_clip weights {image_model}/{pretrained} ({_first_line(e)}); tags are downloaded "
-                "from the model hub, which needs network access: download the checkpoint once and pass its path "
-                "as pretrained") from None
-    visual = model.visual
-    preprocess = dict(getattr(visual, "preprocess_cfg", None) or {})
-    preprocess.setdefault("size", getattr(visual, "image_size", 224))
-    del model  # the text tower of the CLIP model is not used
-    return visual, config, _plain(preprocess)
-
-
-def _random_init(image_model: str) -> nn.Module:
-    """``open_clip.create_model`` without weights, without its "initialized randomly" warning."""
-    import logging
-
-    open_clip = _open_clip()
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        return open_clip.create_model(image_model)
-    finally:
-        logging.disable(previous)
-
-
-def _from_checkpoint_file(image_model: str, path: Path) -> nn.Module:
-    open_clip = _open_clip()
-    from open_clip.factory import load_state_dict
-
-    if not path.is_file():
-        raise InputError(f"checkpoint {path}: file not found")
-    try:
-        state = load_state_dict(str(path))
-    except Exception as e:  # noqa: BLE001 - torch.load / safetensors raise many types on bad files
-        raise InputError(f"checkpoint {path}: not a readable torch or safetensors checkpoint ({_first_line(e)})") from None
-    if not isinstance(state, dict) or not state:
-        raise InputError(f"checkpoint {path}: holds no state dict")
-    model = _random_init(image_model)
-    if any(k.startswith("visual.") for k in state) and any(not k.startswith("visual.") for k in state):
-        try:
-            open_clip.load_checkpoint(model, str(path), strict=True)
-            return model
-        except Exception:  # noqa: BLE001 - fall back to the image tower part of the file
-            pass
-    sub = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")} or state
-    try:
-        model.visual.load_state_dict(sub, strict=True)
-    except RuntimeError as e:
-        raise InputError(f"checkpoint {path}: does not fit open_clip model {image_model} "
-                         f"({_first_line(e)}); pass the model name the checkpoint was trained with") from None
-    return model
-
-
-def _plain(obj):
-    """JSON-friendly copy (tuples become lists)."""
-    return json.loads(json.dumps(obj))
-
-
-def _first_line(e: Exception) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0][:300] if s else type(e).__name__
-
-
-# ----------------------------------------------------------------- modules
-class TokenHead(nn.Module):
-    """Dense -> GELU -> LayerNorm -> projection to the vocabulary (the shape of BERT's MLM head)."""
-
-    def __init__(self, in_dim: int, hidden: int, vocab_size: int, eps: float = 1e-12,
-                 out_ids: Sequence[int] | None = None):
-        super().__init__()
-        self.vocab_size = vocab_size
-        self.dense = nn.Linear(in_dim, hidden)
-        self.act = nn.GELU()
-        self.norm = nn.LayerNorm(hidden, eps=eps)
-        if out_ids is not None:
-            ids = torch.as_tensor(sorted(set(int(i) for i in out_ids)), dtype=torch.long)
-            if len(ids) == 0 or int(ids[0]) < 0 or int(ids[-1]) >= vocab_size:
-                raise InputError(f"head vocabulary: token ids must lie in [0, {vocab_size}) and not be empty")
-            self.register_buffer("out_ids", ids)
-        else:
-            self.out_ids = None
-        self.decoder = nn.Linear(hidden, vocab_size if out_ids is None else len(self.out_ids))
-
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.act(self.dense(x)))
-
-    def expand(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits over the head's own word pieces ``[..., n]`` to the whole vocabulary ``[..., vocab]``.
-
-        A head restricted to some word pieces (``out_ids``, e.g. those that occur
-        in the training captions) gives every other word piece logit 0, which
-        is weight 0 after ``log(1 + relu(.))``.
-        """
-        if self.out_ids is None:
-            return x
-        out = x.new_zeros(*x.shape[:-1], self.vocab_size)
-        return out.index_copy(x.dim() - 1, self.out_ids, x)
-
-    def pooled(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``max`` over positions of the logits of transformed features ``[batch, positions, hidden]``."""
-        return self.expand(max_projection(hidden, self.decoder.weight, self.decoder.bias))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.expand(self.decoder(self.transform(x)))
-
-    @torch.no_grad()
-    def init_from_mlm(self, text_model: nn.Module) -> list[str]:
-        """Copy the text model's MLM head where shapes allow; returns the names of the copied parts."""
-        dense, norm, decoder = _mlm_head_parts(text_model)
-        copied = []
-        for name, src, dst in (("dense", dense, self.dense), ("norm", norm, self.norm), ("decoder", decoder, self.decoder)):
-            if src is None or src.weight.shape != dst.weight.shape:
-                continue
-            dst.weight.copy_(src.weight)
-            if getattr(src, "bias", None) is not None and dst.bias is not None and src.bias.shape == dst.bias.shape:
-                dst.bias.copy_(src.bias)
-            copied.append(name)
-        return copied
-
-
-def _mlm_head_parts(model: nn.Module):
-    """``(dense, layer_norm, decoder)`` of a BERT- or RoBERTa-style MLM head (missing parts are ``None``)."""
-    decoder = model.get_output_embeddings()
-    transform = getattr(getattr(getattr(model, "cls", None), "predictions", None), "transform", None)
-    if transform is not None:  # BERT
-        return getattr(transform, "dense", None), getattr(transform, "LayerNorm", None), decoder
-    lm_head = getattr(model, "lm_head", None)
-    if lm_head is not None:  # RoBERTa
-        return getattr(lm_head, "dense", None), getattr(lm_head, "layer_norm", None), decoder
-    return None, None, decoder
-
-
-class StairModel(nn.Module):
-    """The trainable modules: ``visual`` (open_clip image tower), ``head`` (token prediction), ``text`` (masked LM)."""
-
-    def __init__(self, visual: nn.Module, head: TokenHead, text: nn.Module):
-        super().__init__()
-        self.visual = visual
-        self.head = head
-        self.text = text
-        self.global_token = False  # see head_positions
-
-    def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Final hidden states at every image token position, ``[batch, positions, width]``."""
-        if isinstance(self.visual, TimmTower):
-            return self.visual.tokens(pixels)
-        fmt = "NLC" if hasattr(self.visual, "class_embedding") else "NCHW"
-        out = self.visual.forward_intermediates(pixels, indices=1, normalize_intermediates=True,
-                                                intermediates_only=True, output_fmt=fmt, output_extra_tokens=True)
-        tokens = out["image_intermediates"][-1]
-        if tokens.dim() == 4:  # [B, C, H, W] feature map
-            tokens = tokens.flatten(2).transpose(1, 2)
-        prefix = out.get("image_intermediates_prefix")
-        if prefix:
-            tokens = torch.cat([prefix[-1], tokens], dim=1)
-        return tokens
-
-    def head_positions(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The positions the token head reads: the tower's tokens, after their average when ``global_token``.
-
-        A CNN's feature map has no class token; the average of its cells (what
-        its ImageNet classifier reads) joins the cells as one more position, so
-        the max over positions can also take whole-image evidence.
-        """
-        if self.global_token:
-            return torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)
-        return tokens
-
-    def image_logits(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Token-prediction logits at every image position, ``[batch, positions, vocab]``."""
-        return self.head(self.head_positions(self.image_tokens(pixels)))
-
-    def image_pooled_logits(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``max`` over image positions of the token-prediction logits, ``[batch, vocab]``.
-
-        The same numbers as ``image_logits(pixels).amax(dim=1)``, computed by
-        :func:`max_projection` without materialising every position's logits.
-        """
-        return self.head.pooled(self.head.transform(self.head_positions(self.image_tokens(pixels))))
-
-    def text_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.text(input_ids=input_ids, attention_mask=attention_mask).logits
-
-    def text_pooled_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                           only_input_tokens: bool = False) -> torch.Tensor:
-        """``max`` over valid positions of the text's MLM logits, ``[batch, vocab]``, with autograd.
-
-        The same numbers as the masked max of ``text_logits``, without the
-        ``[batch, positions, vocab]`` logits: the model runs up to its output
-        projection, padding positions take their row's first position, and
-        :func:`max_projection` projects a few positions at a time.
-        ``only_input_tokens`` projects only onto the word pieces that occur in
-        the batch (the rest get logit 0, weight 0 after saturation): what
-        STAIR's stage 1 needs, where text vectors keep to their own tokens.
-        """
-        from .splade import _parent_of
-
-        decoder = self.text.get_output_embeddings()
-        parent, attr = _parent_of(self.text, decoder)
-        setattr(parent, attr, nn.Identity())
-        try:
-            hidden = self.text(input_ids=input_ids, attention_mask=attention_mask).logits  # [b, t, hidden]
-        finally:
-            setattr(parent, attr, decoder)
-        valid = attention_mask.bool()
-        first = valid.to(torch.float32).argmax(dim=1)
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        hidden = torch.where(valid[..., None], hidden, hidden[rows, first][:, None])
-        weight, bias = decoder.weight, decoder.bias
-        if not only_input_tokens:
-            return max_projection(hidden, weight, bias)
-        used = torch.unique(input_ids[valid])
-        part = max_projection(hidden, weight[used], bias[used] if bias is not None else None)
-        return part.new_zeros(part.shape[0], weight.shape[0]).index_copy(1, used, part)
-
 
 # ----------------------------------------------------------------- encoder
 class StairEncoder(EncodeAll):
@@ -479,9 +172,7 @@ class StairEncoder(EncodeAll):
         hf_logging.disable_progress_bar()
         marker = path / STAIR_MARKER
         try:
-            config = json.loads(marker.read_text(encoding="utf-8"))
-            if config.get("format") != FORMAT:
-                raise ValueError(f"unknown format {config.get('format')!r}")
+            config = read_meta(marker, FORMAT)
             image_model = config["image_model"]
         except (OSError, ValueError, KeyError, UnicodeDecodeError) as e:
             raise InputError(f"{marker}: not a readable STAIR configuration ({e})") from None
@@ -511,7 +202,7 @@ class StairEncoder(EncodeAll):
         try:
             load_model(self.model, str(weights), strict=True)
         except Exception as e:  # noqa: BLE001 - safetensors header / shape errors
-            raise InputError(f"{weights}: cannot load the weights ({_first_line(e)})") from None
+            raise InputError(f"{weights}: cannot load the weights ({first_line(e, 300)})") from None
         self.tokenizer = tokenizer
         self.config = config
         self.text_expansion = bool(config.get("text_expansion", True))
@@ -562,7 +253,7 @@ class StairEncoder(EncodeAll):
         tmp = path / (WEIGHTS_FILE + ".tmp")
         save_model(self.model, str(tmp))
         os.replace(tmp, path / WEIGHTS_FILE)
-        (path / STAIR_MARKER).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        write_meta(path / STAIR_MARKER, config)
         return path
 
     def load_weights(self, path: str | os.PathLike) -> None:
@@ -575,7 +266,7 @@ class StairEncoder(EncodeAll):
         except FileNotFoundError:
             raise InputError(f"{weights}: file not found") from None
         except Exception as e:  # noqa: BLE001
-            raise InputError(f"{weights}: does not fit this model ({_first_line(e)})") from None
+            raise InputError(f"{weights}: does not fit this model ({first_line(e, 300)})") from None
 
     # ------------------------------------------------------------ parameters
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -614,10 +305,6 @@ class StairEncoder(EncodeAll):
                 bar.update(len(chunk))
         finally:
             bar.close()
-
-    def encode_images(self, images: Sequence[Any], ids: Sequence[str] | None = None) -> SparseBatch:
-        """Image-only vectors for paths, PIL images or tensors."""
-        return self.encode_documents([Input(image=im) for im in images], ids)
 
     def _encode_chunk(self, inputs: list[Input | None], ids, stats: EncodeStats) -> SparseBatch:
         n = len(inputs)
@@ -678,9 +365,7 @@ class StairEncoder(EncodeAll):
     def _cached_image_batches(self, images: list) -> list[SparseBatch]:
         got = []
         for s in range(0, len(images), self.batch_size):
-            pooled = log_saturation(self._image_pooled_logits(images[s:s + self.batch_size]).float())
-            if self._excluded.numel():
-                pooled[:, self._excluded] = 0.0
+            pooled = saturate(self._image_pooled_logits(images[s:s + self.batch_size]), self._excluded)
             got.append(SparseBatch.from_torch(pooled, self.vocab))
         return got
 
@@ -688,10 +373,7 @@ class StairEncoder(EncodeAll):
     def _launch_image_batch(self, prepared: "_Prepared") -> torch.Tensor:
         """``[batch, vocab]`` weights of prepared images, on the device (nothing waits for it)."""
         pixels = self._to_device(prepared, self.device).to(self.dtype)
-        pooled = log_saturation(self.model.image_pooled_logits(pixels).float())
-        if self._excluded.numel():
-            pooled[:, self._excluded] = 0.0
-        return pooled
+        return saturate(self.model.image_pooled_logits(pixels), self._excluded)
 
     # ------------------------------------------------------- preprocessing
     def pixels(self, images: Sequence[Any], device: str | torch.device | None = None) -> torch.Tensor:
@@ -770,17 +452,13 @@ class StairEncoder(EncodeAll):
                                  truncation=True, max_length=self.max_length, return_tensors="pt")
             ids = enc["input_ids"].to(self.device)
             mask = enc["attention_mask"].to(self.device)
-            vec = log_saturation(self.model.text_pooled_logits(ids, mask, mask_text_to_input).float())
-            if self._excluded.numel():
-                vec = vec.index_fill(1, self._excluded, 0.0)
+            vec = saturate(self.model.text_pooled_logits(ids, mask, mask_text_to_input), self._excluded)
             if mask_text_to_input:
                 present = torch.zeros_like(vec).scatter_(1, ids * mask, 1.0)
                 vec = vec * present
             parts.append(_scatter_dense(vec, text_rows, n))
         if image_rows:
-            vec = log_saturation(self._image_pooled_logits([inputs[i].image for i in image_rows]).float())
-            if self._excluded.numel():
-                vec = vec.index_fill(1, self._excluded, 0.0)
+            vec = saturate(self._image_pooled_logits([inputs[i].image for i in image_rows]), self._excluded)
             parts.append(_scatter_dense(vec, image_rows, n))
         if not parts:
             return torch.zeros(n, vsize, device=self.device)
@@ -866,7 +544,7 @@ def caption_vocabulary(text_model: str, texts: Sequence[str]) -> list[int]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(loc.source, local_files_only=loc.is_local)
     except (OSError, ValueError) as e:
-        raise EnvironmentProblem(f"cannot load the tokenizer of {text_model!r} ({_first_line(e)})") from None
+        raise EnvironmentProblem(f"cannot load the tokenizer of {text_model!r} ({first_line(e, 300)})") from None
     special = set(tokenizer.all_special_ids)
     seen: set[int] = set()
     for s in range(0, len(texts), 4096):
@@ -879,105 +557,6 @@ def _short_hash(obj) -> str:
     import hashlib
 
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
-
-
-def _probe_width(visual: nn.Module, preprocess: dict) -> int:
-    """Width of the tower's token features, found by running one blank image."""
-    size = preprocess.get("size", 224)
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    tmp = StairModel(visual, TokenHead(1, 1, 1), nn.Identity())
-    with torch.no_grad():
-        tokens = tmp.image_tokens(torch.zeros(1, 3, h, w))
-    return int(tokens.shape[-1])
-
-
-def max_projection(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                   budget: int | None = None) -> torch.Tensor:
-    """``max_t (hidden[:, t] @ weight.T + bias)`` as ``[batch, vocab]``, with autograd.
-
-    Equal to ``F.linear(hidden, weight, bias).amax(dim=1)`` but computed a few
-    positions at a time, so the ``[batch, positions, vocab]`` logits are never
-    held in memory, in the forward pass or the backward pass (which sends each
-    gradient to the position that won the max). ``budget`` caps the logits
-    elements per chunk. Under autocast the products run in the autocast dtype.
-    """
-    if budget is None:
-        budget = (1 << 27) if hidden.device.type == "cuda" else (1 << 23)
-    b, t, _ = hidden.shape
-    chunk = max(1, budget // max(1, b * weight.shape[0]))
-    if not torch.is_grad_enabled() or not (hidden.requires_grad or weight.requires_grad
-                                           or (bias is not None and bias.requires_grad)):
-        h, w, bb = _autocast_operands(hidden, weight, bias)
-        return _max_over_positions(h, w, bb, chunk, with_argmax=False)[0]
-    return _MaxProjection.apply(hidden, weight, bias, chunk)
-
-
-def _autocast_operands(hidden, weight, bias):
-    dev = hidden.device.type
-    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
-    return hidden.to(dtype), weight.to(dtype), (bias.to(dtype) if bias is not None else None)
-
-
-def _max_over_positions(h, w, bias, chunk: int, with_argmax: bool):
-    best = arg = None
-    with torch.autocast(h.device.type, enabled=False):
-        for s in range(0, h.shape[1], chunk):
-            logits = torch.nn.functional.linear(h[:, s:s + chunk], w, bias)
-            if with_argmax:
-                m, i = logits.max(dim=1)
-                if best is None:
-                    best, arg = m, i + s
-                else:
-                    better = m > best
-                    best = torch.where(better, m, best)
-                    arg = torch.where(better, i + s, arg)
-            else:
-                m = logits.amax(dim=1)
-                best = m if best is None else torch.maximum(best, m, out=best)
-    return best, arg
-
-
-class _MaxProjection(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, chunk):
-        h, w, bb = _autocast_operands(hidden, weight, bias)
-        best, arg = _max_over_positions(h, w, bb, chunk, with_argmax=True)
-        ctx.save_for_backward(h, w, arg)
-        ctx.chunk = chunk
-        ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
-        return best
-
-    @staticmethod
-    def backward(ctx, grad):
-        h, w, arg = ctx.saved_tensors
-        need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        acc = torch.float32 if w.dtype in (torch.float16, torch.bfloat16) else w.dtype
-        grad_w = torch.zeros(w.shape, dtype=acc, device=w.device) if need_w else None
-        grad_h = torch.zeros_like(h) if need_h else None
-        # Only vocabulary columns with a non-zero gradient matter; after log1p(relu(.)) and
-        # FLOPs regularization they are often a small part of the vocabulary.
-        cols = torch.nonzero(grad.ne(0).any(dim=0)).squeeze(1)
-        if len(cols) < 0.75 * w.shape[0]:
-            g, a, ws = grad[:, cols].to(h.dtype), arg[:, cols], w[cols]
-        else:
-            cols, g, a, ws = None, grad.to(h.dtype), arg, w
-        chunk = max(1, ctx.chunk * w.shape[0] // max(1, ws.shape[0]))
-        with torch.autocast(h.device.type, enabled=False):
-            for s in range(0, h.shape[1] if g.shape[1] else 0, chunk):
-                e = min(h.shape[1], s + chunk)
-                pos = torch.arange(s, e, device=h.device).view(1, -1, 1)
-                g_chunk = g.unsqueeze(1) * (a.unsqueeze(1) == pos)  # [batch, chunk, active vocab]
-                if need_h:
-                    grad_h[:, s:e] = g_chunk @ ws
-                if need_w:
-                    part = (g_chunk.flatten(0, 1).T @ h[:, s:e].flatten(0, 1)).to(acc)
-                    if cols is None:
-                        grad_w += part
-                    else:
-                        grad_w.index_add_(0, cols, part)
-        dh, dw, db = ctx.dtypes
-        return (grad_h.to(dh) if need_h else None, grad_w.to(dw) if need_w else None,
-                grad.sum(0).to(db) if need_b and db is not None else None, None)
 
 
 def _scatter_dense(vec: torch.Tensor, rows: list[int], n: int) -> torch.Tensor:

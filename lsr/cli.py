@@ -10,45 +10,25 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from .commands._options import add_fusion_args, add_model_args
 from .errors import LsrError
-
-
-def _add_model_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
-    p.add_argument("--model", required=model_required,
-                   help="alias (splade-tiny), a hub id (ORG/NAME or hf:ORG/NAME), or a local directory")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="inputs per model call (default: 128 on a GPU and 32 on the CPU for SPLADE models; "
-                        "32 for STAIR models)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 (default: bf16 on GPU)")
-    p.add_argument("--max-length", type=int, default=256, help="word pieces per text; longer texts are truncated")
 
 
 def _load_encoder(args):
     """The sparse encoder named by ``--model``: SPLADE, or a STAIR directory (its text side for text input)."""
-    from encoders.registry import resolve
+    from encoders.registry import load, resolve
 
     from .commands.inspect import check_sparse_model
 
     check_sparse_model(args.model)
-    extra = {}
-    if resolve(args.model).kind == "stair":
-        from encoders.stair import StairEncoder as Encoder
-
-        if getattr(args, "cuda_graphs", False):
-            raise LsrError("--cuda-graphs is for SPLADE text models; drop it for a STAIR model")
-    else:
-        from encoders.splade import SpladeEncoder as Encoder
-
-        extra["cuda_graphs"] = getattr(args, "cuda_graphs", False)
-    if args.batch_size is not None:
-        extra["batch_size"] = args.batch_size
-    return Encoder(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length, progress=True,
-                   **extra)
+    cuda_graphs = getattr(args, "cuda_graphs", False)
+    if cuda_graphs and resolve(args.model).kind == "stair":
+        raise LsrError("--cuda-graphs is for SPLADE text models; drop it for a STAIR model")
+    return load(args.model, kind="sparse", device=args.device, dtype=args.dtype, max_length=args.max_length,
+                batch_size=args.batch_size, progress=True, cuda_graphs=cuda_graphs or None)
 
 
 def package_version() -> str:
@@ -80,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("encode", help="encode a BEIR JSONL corpus or queries into a vector directory")
-    _add_model_args(p)
+    add_model_args(p, batch_size=True)
     p.add_argument("--input", required=True, help="BEIR corpus.jsonl (_id, title, text) or queries.jsonl")
     p.add_argument("--output", required=True, help="vector directory to create")
     p.add_argument("--role", choices=["document", "query"], default="document")
@@ -110,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search an impact index, writing a TREC run")
     p.add_argument("--index", required=True,
                    help="Lucene index directory (`lsr index`), or milvus://HOST:PORT/COLLECTION (`lsr export`)")
-    _add_model_args(p, model_required=False)
+    add_model_args(p, required=False, batch_size=True)
     p.add_argument("--queries", help="BEIR queries.jsonl (_id, text); needs --model")
     p.add_argument("--query-vectors", help="integer query vectors, no model needed: a vector directory "
                    "(`lsr encode --role query`) or a JSONL file of {id, vector} lines")
@@ -130,11 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--rerank", action="append", default=[], metavar="STORE|MODEL=STORE",
                    help="an embedding store built by `lsr embed` (its model encodes the queries), or MODEL=STORE "
                         "to name the model (it must be the store's); repeat for several rerankers")
-    h.add_argument("--fusion", choices=["rrf", "interp"], default="rrf")
-    h.add_argument("--alpha", type=float, default=0.5,
-                   help="interp: fused = alpha * sparse + (1 - alpha) * dense (normalised scores)")
-    h.add_argument("--norm", choices=["minmax", "zscore"], default="minmax", help="interp: score normalisation")
-    h.add_argument("--rrf-k", type=float, default=60.0, help="rrf: score = sum 1 / (rrf_k + rank)")
+    add_fusion_args(h, "interp: fused = alpha * sparse + (1 - alpha) * dense (normalised scores)")
     h.add_argument("--k0", type=int, default=100, help="first-stage candidates reranked per query")
     h.add_argument("--dense-candidates", type=int, default=0,
                    help="also add each reranker's own top N documents (exhaustive search over its store)")
@@ -148,10 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", default=["ndcg@10", "recall@100"])
     p.add_argument("--json", action="store_true", help="print one JSON object {metric: value}")
 
-    p = sub.add_parser("demo", help="encode a built-in document set, index it and run a few queries")
-    p.add_argument("--model", default="splade-tiny")
-    p.add_argument("--workdir", default=None, help="keep the vectors and index here (default: a temp dir)")
-
     for module in _command_modules():
         COMMANDS.update(module.register(sub))
     return parser
@@ -164,7 +136,8 @@ def _command_modules():
     from . import commands
 
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        yield importlib.import_module(f"{commands.__name__}.{info.name}")
+        if not info.name.startswith("_"):  # helpers, e.g. the shared flags in _options
+            yield importlib.import_module(f"{commands.__name__}.{info.name}")
 
 
 # ------------------------------------------------------------------ commands
@@ -195,13 +168,11 @@ def cmd_encode(args) -> int:
     dt = time.perf_counter() - t0
     if shard is not None:  # record the split, so that `lsr index` can check the shards fit together
         from .engines import shard_info
+        from .meta import write_meta
         from .vectors import META_FILE
 
         info.extra["shard"] = shard_info(shard, args.input, total)
-        meta = Path(args.output) / META_FILE
-        tmp = meta.with_name(META_FILE + ".tmp")
-        tmp.write_text(json.dumps(info.to_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, meta)
+        write_meta(Path(args.output) / META_FILE, info.to_dict())
     print(f"read {info.documents_read}, written {info.documents_written}, "
           f"reported {info.documents_reported} (see {Path(args.output) / 'report.jsonl'})"
           if info.documents_reported else
@@ -374,7 +345,7 @@ def _load_query_encoder(args, searcher):
     from encoders.inference_free import InferenceFreeEncoder
 
     return InferenceFreeEncoder(args.model, doc_freqs=searcher.document_frequencies, num_docs=searcher.num_docs,
-                                max_length=args.max_length)
+                                max_length=args.max_length or 256)
 
 
 def _check_search_args(args) -> None:
@@ -473,44 +444,7 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    # the imports and the model take several seconds: say so before they start
-    print(f"loading PyTorch, transformers and the {args.model} model ...", flush=True)
-    from anserini_bridge.index import build_index
-    from anserini_bridge.search import ImpactSearcher
-    from encoders.pipeline import encode_to_dir
-    from encoders.splade import SpladeEncoder
-    from .demo_data import DEMO_DOCUMENTS, DEMO_QUERIES
-    from .explain import contributions
-    from .io import Record
-
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="lsr-demo-"))
-    vecdir, idxdir = work / "vectors", work / "index"
-    encoder = SpladeEncoder(args.model, progress=False)
-    print(f"model {args.model}: {len(encoder.vocab)} tokens, device {encoder.device}")
-    records = [Record(d, f"{t} {x}") for d, t, x in DEMO_DOCUMENTS]
-    info = encode_to_dir(encoder, records, vecdir, overwrite=True)
-    print(f"encoded {info.documents_written} documents -> {vecdir}")
-    meta = build_index(vecdir, idxdir, overwrite=True, progress=False)
-    print(f"indexed {meta.counters['indexed']} documents -> {idxdir}\n")
-    with ImpactSearcher(idxdir) as searcher:
-        qvecs = encoder.encode_queries([q for _, q in DEMO_QUERIES], ids=[i for i, _ in DEMO_QUERIES])
-        quantizer = searcher.meta.quantization
-        for i, (qid, text) in enumerate(DEMO_QUERIES):
-            q_int = {t: int(v) for t, v in quantizer.quantize(qvecs.select([i])).to_dict(0).items()}
-            print(f"query {qid}: {text!r}")
-            for hit in searcher.search(q_int, k=3):
-                parts = contributions(q_int, searcher.doc_vector(hit.docid))[:5]
-                why = ", ".join(f"{c.display}({c.contribution})" for c in parts)
-                title = next(t for d, t, _ in DEMO_DOCUMENTS if d == hit.docid)
-                print(f"  {hit.rank}. {hit.docid:<8} {hit.score:7.3f}  {title}")
-                print(f"     matched: {why}")
-            print()
-    print(f"vectors and index kept in {work}")
-    return 0
-
-
-COMMANDS = {"encode": cmd_encode, "index": cmd_index, "search": cmd_search, "eval": cmd_eval, "demo": cmd_demo}
+COMMANDS = {"encode": cmd_encode, "index": cmd_index, "search": cmd_search, "eval": cmd_eval}
 
 
 def main(argv=None) -> int:

@@ -17,7 +17,6 @@ dense score is 0 for every query. They are counted in the metadata.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ import numpy as np
 from lsr.progress import tqdm
 
 from .errors import IndexMismatchError, InputError, option
+from .meta import read_meta, write_meta
 from .threads import intra_op_threads
 
 STORE_META = "lsr-embeddings.json"
@@ -132,7 +132,7 @@ def build_store(
         settings = dict(getattr(encoder, "settings", lambda: {})())
         meta = StoreMeta(name, source, kind, dim, len(ids), bool(getattr(encoder, "normalized", True)), empty,
                          input_path, settings, time.time())
-        (tmp / STORE_META).write_text(json.dumps(meta.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_meta(tmp / STORE_META, meta.to_dict())
         if output.exists():
             shutil.rmtree(output) if output.is_dir() else output.unlink()
         os.replace(tmp, output)
@@ -210,9 +210,7 @@ class EmbeddingStore:
             raise InputError(f"{self.path}: not an embedding store (no {STORE_META}); build one with "
                              "`lsr embed --model M --input corpus.jsonl --output STORE`")
         try:
-            d = json.loads(p.read_text(encoding="utf-8"))
-            if d.get("format") != STORE_FORMAT:
-                raise ValueError(f"unknown format {d.get('format')!r}")
+            d = read_meta(p, STORE_FORMAT)
             return StoreMeta(str(d["model"]), d.get("source"), str(d.get("kind", "dense")), int(d["dim"]),
                              int(d["count"]), bool(d.get("normalized", True)), int(d.get("empty", 0)),
                              d.get("input"), dict(d.get("settings") or {}), float(d.get("created", 0.0)))
@@ -313,20 +311,10 @@ class EmbeddingStore:
         q = self._check_queries(queries)
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
-        k = min(k, len(self))
-        best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
-        best_i = np.zeros((len(q), 0), dtype=np.int64)
-        for start in range(0, len(self), block):
-            s = dot(self.matrix[start:start + block], q.T).T  # [nq, b]
-            cand_s = np.concatenate([best_s, s], axis=1)
-            cand_i = np.concatenate([best_i, np.arange(start, start + s.shape[1])[None, :].repeat(len(q), 0)], axis=1)
-            if cand_s.shape[1] > k:
-                top = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
-                cand_s = np.take_along_axis(cand_s, top, 1)
-                cand_i = np.take_along_axis(cand_i, top, 1)
-            best_s, best_i = cand_s, cand_i
-        out = []
-        for srow, irow in zip(best_s, best_i):
-            order = np.lexsort((irow, -srow))
-            out.append([(self.ids[irow[j]], float(srow[j])) for j in order])
-        return out
+        from .exhaustive import blocked_top_k
+
+        blocks = ((dot(self.matrix[start:start + block], q.T).T, np.arange(start, min(start + block, len(self))))
+                  for start in range(0, len(self), block))  # scores [nq, b] of rows start...
+        best_i, best_s = blocked_top_k(blocks, len(q), k)
+        return [[(self.ids[i], float(s)) for i, s in zip(irow.tolist(), srow.tolist())]
+                for irow, srow in zip(best_i, best_s)]

@@ -26,6 +26,16 @@ class EnvironmentProblem(LsrError, RuntimeError):
 _command_line = False
 
 
+def first_line(error: BaseException | str, limit: int | None = None) -> str:
+    """The first line of an error's message (at most ``limit`` characters), or the error type's name when the
+    message is empty: what messages quote of an exception raised by another library."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__ if isinstance(error, BaseException) else ""
+    line = text.splitlines()[0]
+    return line[:limit] if limit else line
+
+
 def use_command_line_wording(on: bool = True) -> None:
     """Make :func:`option` name command-line flags (the ``lsr`` command calls this) instead of keywords."""
     global _command_line

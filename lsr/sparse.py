@@ -237,6 +237,17 @@ class SparseBatch:
         return f"SparseBatch(rows={len(self)}, vocab={len(self.vocab)}, nnz={self.nnz_total})"
 
 
+def row_entries(indptr: np.ndarray, rows: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(positions, lengths)``: where the entries of ``rows`` (in that order) lie in a CSR matrix with
+    ``indptr``, row after row, and each row's length. Gathering with ``positions`` slices the rows out;
+    scattering into them places rows of that length there."""
+    rows = np.asarray(rows, dtype=np.int64)
+    lengths = np.diff(indptr)[rows]
+    total = int(lengths.sum())
+    positions = np.repeat(indptr[rows] - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+    return positions, lengths
+
+
 def _same_vocab(a: Vocabulary, b: Vocabulary) -> None:
     if a is not b and a != b:
         raise InputError(

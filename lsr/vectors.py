@@ -36,8 +36,9 @@ import numpy as np
 
 from .errors import InputError, option
 from .io import iter_jsonl_at
+from .meta import read_meta, write_meta
 from .quantize import Quantizer
-from .sparse import SparseBatch
+from .sparse import SparseBatch, row_entries
 from .vocab import Vocabulary
 
 META_FILE = "lsr-vectors.json"
@@ -128,8 +129,8 @@ class VectorDirInfo:
         if not path.exists():
             return None
         try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            d = read_meta(path)
+        except ValueError as e:
             raise InputError(f"{path}: unreadable metadata ({e})") from None
         known = {"format", "encoder", "vocab_fingerprint", "quantization", "role", "documents_read",
                  "documents_written", "documents_reported", "truncated"}
@@ -257,7 +258,7 @@ class VectorWriter:
         if total == q.nnz_total:  # every non-empty row: the entries are all of them, in order
             indices, values = q.indices, q.values.astype(np.int64)
         else:
-            src = np.repeat(q.indptr[rows] - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+            src, _ = row_entries(q.indptr, rows)
             indices, values = q.indices[src], q.values[src].astype(np.int64)
         parts = np.empty(2 * total, dtype=object)
         parts[0::2] = table[indices]
@@ -284,9 +285,7 @@ class VectorWriter:
         for fh in (self._part, self._report, self._offsets):
             if fh is not None:
                 fh.close()
-        tmp = self.dir / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.info.to_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, self.dir / META_FILE)
+        write_meta(self.dir / META_FILE, self.info.to_dict())
         self._closed = True
         return self.info
 

@@ -1,6 +1,10 @@
-"""Reference computations the fast paths are checked against."""
+"""Reference computations the fast paths are checked against, and conformance checks."""
+
+import inspect
 
 import torch
+
+from lsr.retrieval import Retriever
 
 
 def splade_textbook(enc, texts):
@@ -17,3 +21,29 @@ def splade_textbook(enc, texts):
     out = torch.stack(rows)
     out[:, sorted(enc.vocab.special_ids)] = 0
     return out.numpy()
+
+
+def signature_problems(retriever: object) -> list[str]:
+    """Differences between the methods of ``retriever`` (an object or a class) and :class:`Retriever`'s.
+
+    ``isinstance(x, Retriever)`` only checks that the methods exist; this also
+    compares parameter names, order and defaults, which callers such as the
+    hybrid reranker pass by keyword. An empty list means it conforms.
+    """
+    problems = []
+    for name in ("search", "batch_search"):
+        method = getattr(retriever, name, None)
+        if not callable(method):
+            owner = retriever.__name__ if isinstance(retriever, type) else type(retriever).__name__
+            problems.append(f"{owner} has no method {name}()")
+            continue
+        want = [(p.name, p.default) for p in list(inspect.signature(getattr(Retriever, name)).parameters.values())[1:]]
+        params = list(inspect.signature(method).parameters.values())
+        if isinstance(retriever, type):  # a class: drop ``self``
+            params = params[1:]
+        have = [(p.name, p.default) for p in params]
+        if have[:len(want)] != want or any(p.default is inspect.Parameter.empty for p in params[len(want):]):
+            owner = retriever.__name__ if isinstance(retriever, type) else type(retriever).__name__
+            problems.append(f"{owner}.{name}({', '.join(n for n, _ in have)}) does not match "
+                            f"{name}({', '.join(n for n, _ in want)})")
+    return problems

@@ -276,3 +276,48 @@ def test_readme_python_example_prints_what_the_readme_shows(tmp_path, cranfield)
         out = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, env=env)
         assert out.returncode == 0, out.stderr
         assert out.stdout == expected
+
+
+def test_search_encode_and_inspect_use_a_stair_directorys_saved_max_length(tmp_path):
+    """A flag the user did not give must not override what a saved model records."""
+    from encoders.stair import StairEncoder
+
+    StairEncoder(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu", max_length=8).save(
+        tmp_path / "stair")
+    assert json.loads((tmp_path / "stair" / "lsr-stair.json").read_text())["max_length"] == 8
+    corpus = tmp_path / "c.jsonl"
+    long_text = "a red circle on the left of a blue square above a green triangle near the edge of the page"
+    corpus.write_text(json.dumps({"_id": "a", "text": long_text}) + "\n")
+    out = run_lsr("encode", "--model", tmp_path / "stair", "--input", corpus, "--output", tmp_path / "v")
+    assert out.returncode == 0, out.stderr
+    assert "longer than 8 word pieces" in out.stderr
+    out = run_lsr("encode", "--model", tmp_path / "stair", "--input", corpus, "--output", tmp_path / "v2",
+                  "--max-length", "12")
+    assert out.returncode == 0, out.stderr
+    assert "longer than 12 word pieces" in out.stderr
+    inspected = run_lsr("inspect", "--model", tmp_path / "stair", "--text", long_text, "--role", "document",
+                        "--top", "0", "--json")
+    assert inspected.returncode == 0, inspected.stderr
+    encoded = json.loads((tmp_path / "v" / "part-00000.jsonl").read_text())["vector"]
+    assert {t["token"] for t in json.loads(inspected.stdout)["tokens"]} == set(encoded)
+    from encoders.registry import load
+
+    assert load(str(tmp_path / "stair"), device="cpu", max_length=None).max_length == 8
+    assert load(str(tmp_path / "stair"), device="cpu", max_length=12).max_length == 12
+    assert load("splade-tiny", device="cpu", max_length=None).max_length == 256
+
+
+def test_public_faces_import_nothing_heavy_until_used():
+    code = ("import sys, lsr, encoders, anserini_bridge\n"
+            "heavy = [m for m in ('torch', 'transformers', 'jnius', 'encoders.splade', 'anserini_bridge.search') "
+            "if m in sys.modules]\n"
+            "assert not heavy, heavy\n"
+            "for face in (lsr, encoders, anserini_bridge):\n"
+            "    for name in face.__all__:\n"
+            "        assert getattr(face, name) is not None, (face.__name__, name)\n"
+            "    assert set(face.__all__) <= set(dir(face))\n"
+            "assert 'jnius' not in sys.modules  # the JVM starts with the first index or search\n"
+            "import anserini_bridge.explain as m\n"
+            "assert m.explain and m.__name__ == 'anserini_bridge.explain'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr

@@ -21,9 +21,10 @@ import pytest
 
 from lsr import EnvironmentProblem, IndexMismatchError, InputError, Quantizer, SparseBatch
 from lsr.exhaustive import exhaustive_search
-from lsr.retrieval import Retriever, signature_problems
+from lsr.retrieval import Retriever
 from lsr.synthetic import random_vectors, synthetic_vocab
 from lsr.vectors import VectorWriter
+from tests.reference import signature_problems
 
 # Milvus Lite 2 imports pkg_resources, which warns on import
 pytestmark = pytest.mark.filterwarnings("ignore:pkg_resources is deprecated:UserWarning")

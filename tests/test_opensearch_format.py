@@ -203,10 +203,85 @@ def test_live_engine(engine, url, tmp_path):
             fh.write(json.dumps({"docid": "broken", "vector": {"t1": "not a number"}}) + "\n")
         report = client.send_bulk(tmp_path / "bulk.ndjson", chunk_docs=100, progress=False)
         assert report.inserted == 500 and [d for d, _ in report.failed] == ["broken"]
-        client.refresh()
+        client.flush()
         got = client.batch_search(queries, k=10)
         expected = exhaustive_search(queries, docs, k=10)
         assert {q: [(h.docid, h.impact_score) for h in hits] for q, hits in got.items()} == \
             {q: [(h.docid, int(h.score)) for h in hits] for q, hits in expected.items()}
     finally:
-        client.delete()
+        client.drop()
+
+
+class _InMemoryEngine(HttpEngine):
+    """HttpEngine against an in-memory stand-in for the REST API: mappings, _bulk, _msearch (exact scores)."""
+
+    def __init__(self, engine: str, field: str = "vector"):
+        self.url, self.index, self.field, self.timeout, self._auth = "http://fake:9200", "idx", field, 1.0, None
+        self.engine, self._meta = engine, None
+        self.body, self.docs = None, {}
+
+    def _request(self, method, path, body=None, ndjson=False, ok=(200, 201)):
+        if method == "HEAD":
+            if self.body is None:
+                raise InputError(f"{self.engine} at {self.url} refused HEAD {path}: HTTP 404 {{}}")
+            return {}
+        if method == "GET" and path.endswith("/_mapping"):
+            return {self.index: {"mappings": self.body["mappings"]}}
+        if method == "PUT":
+            self.body, self.docs = body, {}
+            return {}
+        if method == "DELETE":
+            self.body, self.docs = None, {}
+            return {}
+        if path.endswith("/_refresh"):
+            return {}
+        lines = [json.loads(x) for x in body.decode().splitlines() if x.strip()]
+        if path.endswith("/_bulk"):
+            items = []
+            for action, source in zip(lines[::2], lines[1::2]):
+                docid = action["index"]["_id"]
+                vec = source[self.field]
+                if all(isinstance(w, (int, float)) for w in vec.values()):
+                    self.docs[docid] = {t: float(w) for t, w in vec.items()}
+                    items.append({"index": {"_id": docid, "status": 201}})
+                else:
+                    items.append({"index": {"_id": docid, "status": 400, "error": {"type": "parse", "reason": "x"}}})
+            return {"items": items}
+        responses = []
+        for _, search in zip(lines[::2], lines[1::2]):
+            q = search["query"]
+            tokens = (q["neural_sparse"][self.field]["query_tokens"] if self.engine == "opensearch"
+                      else q["sparse_vector"]["query_vector"])
+            scored = [(sum(w * doc.get(t, 0.0) for t, w in tokens.items()), d) for d, doc in self.docs.items()]
+            ranked = sorted(((s, d) for s, d in scored if s > 0), key=lambda x: (-x[0], x[1]))[:search["size"]]
+            responses.append({"hits": {"hits": [{"_id": d, "_score": s} for s, d in ranked]}})
+        return {"responses": responses}
+
+
+@pytest.mark.parametrize("engine", ["opensearch", "elasticsearch"])
+def test_http_engine_lifecycle_and_search_against_an_in_memory_api(engine, tmp_path):
+    vocab = synthetic_vocab(300)
+    docs = random_vectors(200, 20, vocab, max_weight=EXACT_INTEGER_LIMIT, seed=8)
+    queries = random_vectors(12, 8, vocab, max_weight=1000, seed=9, prefix="q")
+    vec = _write_vecdir(tmp_path / "vec", docs, vocab)
+    _, body_path = write_bulk([vec], tmp_path / "bulk.ndjson", engine, progress=False)
+    client = _InMemoryEngine(engine)
+    meta = json.loads(body_path.read_text())["mappings"]["_meta"]
+    assert client.create(meta) == "created" and client.create(meta) == "appending"
+    report = client.send_bulk(tmp_path / "bulk.ndjson", chunk_docs=50, progress=False)
+    assert report.inserted == 200 and not report.failed
+    expected = exhaustive_search(queries, docs, k=10)
+    want = {q: [(h.docid, int(h.score)) for h in hits] for q, hits in expected.items()}
+    got = client.batch_search(queries, k=10)
+    assert {q: [(h.docid, h.impact_score) for h in hits] for q, hits in got.items()} == want
+    assert [(h.docid, h.impact_score) for h in client.search(queries.select([3]), k=10)] == want["q3"]
+    ints = {t: int(round(w)) for t, w in queries.to_dict(3).items() if round(w) > 0}
+    assert [(h.docid, h.impact_score) for h in client.search(ints, k=10)] == want["q3"]
+    with client:
+        assert client.batch_search([{}], ["empty"], k=5) == {"empty": []}
+    with pytest.raises(InputError, match="k must be at least 1"):
+        client.batch_search(queries, k=0)
+    with pytest.raises(InputError, match="query #1"):
+        client.batch_search([{"t1": -3}], ["bad"], k=5)
+    client.drop()
+    assert not client.exists

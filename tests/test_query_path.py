@@ -164,8 +164,8 @@ def test_fast_single_query_path_equals_batch_path_on_cranfield(cran, splade_tiny
         batch_run = s.batch_search(batch, k=1000, threads=2)
         single = [splade_tiny.encode_query(t, q) for t, q in zip(texts, qids)]
         single_run = {q: s.search(v, k=1000) for q, v in zip(qids, single)}
-        batch_ints = s._integer_queries(batch)
-        single_ints = [s._integer_queries(v)[0] for v in single]
+        batch_ints = s.quantized_queries(batch)
+        single_ints = [s.quantized_queries(v)[0] for v in single]
         # the search itself, on the very same integer queries
         assert {q: s.search(i, k=1000) for q, i in zip(qids, single_ints)} == single_run
         saved, s._direct = s._direct, False

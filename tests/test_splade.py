@@ -148,7 +148,7 @@ def test_cuda_graphs_give_the_eager_vectors(tiny_bert):
 
 
 def test_default_batch_size_follows_the_device(tiny_bert):
-    from encoders.splade import default_batch_size
+    from encoders.base import default_batch_size
 
     model, tok = tiny_bert
     assert SpladeEncoder("tiny", hf_model=model, tokenizer=tok, device="cpu").batch_size == 32

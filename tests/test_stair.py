@@ -101,8 +101,9 @@ def test_training_forward_matches_the_inference_path_and_masks_text(stair):
     assert set(torch.nonzero(masked[0]).flatten().tolist()) <= allowed
     assert (train_vecs[0] > 0).sum() > (masked[0] > 0).sum()
     assert torch.equal(masked[1], train_vecs[1])
-    changed = (masked[2] - train_vecs[2]).abs() > 1e-5  # the text's own word pieces keep their weights
-    assert set(torch.nonzero(changed).flatten().tolist()).isdisjoint(set(stair.tokenizer("a green cross")["input_ids"]))
+    # (the text's own word pieces are projected on their own when masked: equal up to float rounding)
+    assert set(torch.nonzero((masked[2] - train_vecs[2]).abs() > 1e-5).flatten().tolist()).isdisjoint(
+        set(stair.tokenizer("a green cross")["input_ids"]))
 
 
 def test_save_load_roundtrip_and_registry(tmp_path, stair):

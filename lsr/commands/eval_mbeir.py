@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ._options import add_fusion_args, add_model_args
+
 SPARSE, DENSE = "sparse", "dense"
 
 
@@ -39,18 +41,11 @@ def register(sub) -> dict:
                    help="candidate pool JSONL files or directories (cand_pool/global/... or cand_pool/local)")
     p.add_argument("--qrels", nargs="+", default=None,
                    help="qrels files or directories ('qid 0 did rel task_id'); default: from pos_cand_list")
-    p.add_argument("--model", required=True,
-                   help="sparse: splade-tiny, a STAIR or masked-LM directory; dense: minilm, "
-                        "open_clip:MODEL[@WEIGHTS], e5v:SOURCE")
     p.add_argument("--model-kind", choices=["auto", SPARSE, DENSE], default="auto",
                    help="how to evaluate --model (auto: from the name or directory)")
     p.add_argument("--rerank", action="append", default=[], metavar="MODEL",
                    help="another model (usually dense) whose results are fused with --model's; repeatable")
-    p.add_argument("--fusion", choices=["rrf", "interp"], default="rrf")
-    p.add_argument("--alpha", type=float, default=0.5,
-                   help="interp: fused = alpha * first model + (1 - alpha) * mean of the --rerank models")
-    p.add_argument("--norm", choices=["minmax", "zscore"], default="minmax", help="interp: score normalisation")
-    p.add_argument("--rrf-k", type=float, default=60.0, help="rrf: score = sum 1 / (rrf_k + rank)")
+    add_fusion_args(p, "interp: fused = alpha * first model + (1 - alpha) * mean of the --rerank models")
     p.add_argument("--k0", type=int, default=100, help="results per model that enter the fusion")
     p.add_argument("--scope", nargs="+", choices=["local", "global"], default=["local", "global"],
                    help="local: each task's own pool; global: the whole pool given")
@@ -61,10 +56,9 @@ def register(sub) -> dict:
                         "(seeded); none: no instructions")
     p.add_argument("--prompt", type=int, default=1, help="fixed mode: which prompt column (1-4)")
     p.add_argument("--seed", type=int, default=0, help="random mode: seed of the per-query draw")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--dtype", default="auto", help="sparse models: float32, bfloat16, float16")
-    p.add_argument("--max-length", type=int, default=None, help="word pieces per text (model default if unset)")
+    add_model_args(p, model_help="sparse: splade-tiny, a STAIR or masked-LM directory; dense: minilm, "
+                                 "open_clip:MODEL[@WEIGHTS], e5v:SOURCE", batch_size=True, batch_default=32,
+                   batch_help="inputs per model call")
     p.add_argument("--scale", type=float, default=100.0, help="sparse: impact = round(weight * scale)")
     p.add_argument("--max-value", type=int, default=1000, help="sparse: largest integer impact")
     p.add_argument("--max-query-terms", type=int, default=None,
@@ -148,49 +142,24 @@ class TextOnlyDense:
 
 
 def model_kind(name: str) -> str:
-    """``sparse`` or ``dense`` for a model name: ``open_clip:`` / ``e5v:`` prefixes, the registry's kind of an
-    alias, a sentence-transformers, LLaVA or tower-model directory; everything else (SPLADE, STAIR) is sparse."""
-    from encoders import dense  # noqa: F401 - registers the dense aliases
-    from encoders.dense import _is_llava_dir
-    from encoders.image_text import is_tower_embedder_dir
-    from encoders.registry import aliases
+    """``sparse`` or ``dense`` for a model name (see :func:`encoders.registry.family`)."""
+    from encoders.registry import family
 
-    if name.startswith(("open_clip:", "e5v:")):
-        return DENSE
-    known = aliases()
-    if name in known:
-        return DENSE if known[name].kind == "dense" else SPARSE
-    path = Path(os.path.expanduser(name))
-    if path.is_dir() and ((path / "modules.json").is_file() or (path / "config_sentence_transformers.json").is_file()
-                          or _is_llava_dir(path) or is_tower_embedder_dir(path)):
-        return DENSE
-    return SPARSE
+    return family(name)
 
 
 def load_model(name: str, kind: str = "auto", *, device: str | None = None, dtype: str = "auto",
                batch_size: int = 32, max_length: int | None = None, progress: bool = True):
     """``(encoder, kind)`` for a model name; text-only models (SPLADE, sentence embedders) are wrapped in
     :class:`TextOnlySparse` / :class:`TextOnlyDense`."""
-    from encoders.registry import resolve
+    from encoders.registry import load
 
     kind = model_kind(name) if kind == "auto" else kind
+    model = load(name, kind=kind, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
+                 progress=progress)
     if kind == DENSE:
-        from encoders.dense import load_embedder
-
-        embedder = load_embedder(name, device=device, batch_size=batch_size, max_length=max_length,
-                                 progress=progress)
-        return (TextOnlyDense(embedder) if getattr(embedder, "kind", "") == "sentence" else embedder), DENSE
-    loc = resolve(name)
-    if loc.kind == "stair":
-        from encoders.stair import StairEncoder
-
-        return StairEncoder(name, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
-                            progress=progress), SPARSE
-    from encoders.splade import SpladeEncoder
-
-    options = {"max_length": max_length} if max_length else {}
-    return TextOnlySparse(SpladeEncoder(name, device=device, dtype=dtype, batch_size=batch_size, progress=progress,
-                                        **options)), SPARSE
+        return (TextOnlyDense(model) if getattr(model, "kind", "") == "sentence" else model), DENSE
+    return (TextOnlySparse(model) if model.kind == "splade" else model), SPARSE
 
 
 # ---------------------------------------------------------- sparse, Lucene

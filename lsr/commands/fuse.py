@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import sys
 
+from ._options import add_fusion_args
+
 
 def register(sub) -> dict:
     p = sub.add_parser("fuse", help="fuse TREC runs (RRF or interpolation) into one run")
     p.add_argument("--runs", nargs="+", required=True,
                    help="TREC run files; for interp the first is the sparse run, the others dense runs")
-    p.add_argument("--fusion", choices=["rrf", "interp"], default="rrf")
-    p.add_argument("--rrf-k", type=float, default=60.0, help="RRF constant: score = sum 1 / (k + rank)")
-    p.add_argument("--alpha", type=float, default=0.5,
-                   help="interp: fused = alpha * sparse (first run) + (1 - alpha) * dense (mean of the others)")
-    p.add_argument("--norm", choices=["minmax", "zscore"], default="minmax", help="interp: score normalisation")
+    add_fusion_args(p, "interp: fused = alpha * sparse (first run) + (1 - alpha) * dense (mean of the others)")
     p.add_argument("--k", type=int, default=1000, help="results kept per query")
     p.add_argument("--output", required=True, help="TREC run file to write")
     return {"fuse": cmd_fuse}

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import sys
 
-from ..errors import EnvironmentProblem, InputError, LsrError
-
-# Encoder classes by the ``kind`` the model registry gives a name.
-ENCODER_CLASSES = {"splade": ("encoders.splade", "SpladeEncoder"), "stair": ("encoders.stair", "StairEncoder")}
-
+from ..errors import InputError, LsrError
+from ._options import add_model_args
 
 def add_encoder_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--model", required=required, help="alias (splade-tiny), hf:ORG/NAME, or a local directory")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 (default: bf16 on GPU)")
-    p.add_argument("--max-length", type=int, default=None,
-                   help="word pieces per text; longer texts are truncated (default: the model's own, or 256)")
+    add_model_args(p, required=required)
 
 
-#: Name prefixes of dense embedders (see ``encoders.dense.load_embedder``).
-DENSE_PREFIXES = ("open_clip:", "e5v:")
+#: Registry kinds of dense embedders (see ``encoders.dense.load_embedder``).
 DENSE_KINDS = ("dense", "sentence", "mllm")
 
 
@@ -34,7 +24,7 @@ def check_sparse_model(name: str) -> None:
     registered by ``encoders.dense``, which is imported only to tell the user
     what a name that is not a sparse alias is.
     """
-    from encoders.registry import resolve
+    from encoders.registry import DENSE_PREFIXES, SPARSE_CLASSES, resolve
 
     if not name.startswith(DENSE_PREFIXES):
         try:
@@ -46,13 +36,13 @@ def check_sparse_model(name: str) -> None:
                 loc = resolve(name, default_kind="dense")
             except (ImportError, LsrError):
                 raise unknown from None
-            if loc.kind in ENCODER_CLASSES:
+            if loc.kind in SPARSE_CLASSES:
                 raise unknown from None
-        if loc.kind in ENCODER_CLASSES:
+        if loc.kind in SPARSE_CLASSES:
             return
         if loc.kind not in DENSE_KINDS:
             raise InputError(f"model {name!r} is of kind {loc.kind!r}, which has no sparse encoder "
-                             f"(known kinds: {', '.join(sorted(ENCODER_CLASSES))})")
+                             f"(known kinds: {', '.join(sorted(SPARSE_CLASSES))})")
     raise InputError(
         f"model {name!r} is a dense embedder, not a sparse encoder: --model names the sparse model an index was "
         f"built with (e.g. splade-tiny). To use {name}, build an embedding store with `lsr embed --model {name} "
@@ -60,39 +50,16 @@ def check_sparse_model(name: str) -> None:
         f"splade-tiny --queries queries.jsonl --rerank STORE --output run.trec`")
 
 
-def image_support_available() -> bool:
-    """Whether the image encoder module (``encoders/stair.py``) is installed."""
-    try:
-        return importlib.util.find_spec(ENCODER_CLASSES["stair"][0]) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def load_encoder(args, needs_image: bool = False):
-    """The encoder named by ``--model``, picked by the kind the model registry gives the name."""
-    from encoders.registry import resolve
+    """The sparse encoder named by ``--model``, picked by the kind the model registry gives the name."""
+    from encoders.registry import load, resolve
 
-    if needs_image and not image_support_available():
-        raise EnvironmentProblem(
-            "--image needs the STAIR image encoder (encoders/stair.py, StairEncoder), which this installation "
-            "does not include yet; inspect text inputs with --text meanwhile")
     check_sparse_model(args.model)
-    loc = resolve(args.model)
-    if loc.kind not in ENCODER_CLASSES:
-        raise InputError(f"model {args.model!r} is of kind {loc.kind!r}, which has no sparse encoder "
-                         f"(known kinds: {', '.join(sorted(ENCODER_CLASSES))})")
-    if needs_image and loc.kind == "splade":
+    if needs_image and resolve(args.model).kind == "splade":
         raise InputError(f"model {args.model!r} is a text-only SPLADE model; --image needs an image encoder "
                          "(a STAIR model name)")
-    module_name, class_name = ENCODER_CLASSES[loc.kind]
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as e:
-        raise EnvironmentProblem(f"model {args.model!r} needs {module_name}.{class_name}, which cannot be "
-                                 f"loaded ({e})") from None
-    if loc.kind == "splade":
-        return cls(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length or 256, batch_size=1)
-    return cls(args.model, device=args.device, dtype=args.dtype, max_length=args.max_length, batch_size=1)
+    return load(args.model, kind="sparse", device=args.device, dtype=args.dtype, max_length=args.max_length,
+                batch_size=1)
 
 
 def register(sub) -> dict:

@@ -39,7 +39,6 @@ def cmd_train(args) -> int:
         stage=args.stage, data=args.data, model=args.model, output_dir=args.output_dir, steps=args.steps,
         batch_size=args.batch_size, learning_rate=args.learning_rate, lambda_q=args.lambda_q,
         lambda_d=args.lambda_d, device=args.device, bf16=args.bf16, resume=args.resume, seed=args.seed)
-    config.__post_init__()
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0

@@ -44,14 +44,14 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from lsr.progress import tqdm
 
-from ..retrieval import query_ids
-from ..errors import EnvironmentProblem, IndexMismatchError, InputError
+from ..errors import EnvironmentProblem, IndexMismatchError, InputError, first_line
 from ..io import Hit
 from ..quantize import Quantizer
+from ..retrieval import SparseRetriever
 from ..sparse import SparseBatch
-from ..vectors import iter_vectors, parse_vector, part_files
+from ..vectors import iter_vectors, part_files
 from ..vocab import Vocabulary
-from . import InsertReport
+from .report import InsertReport
 
 INSTALL_HINT = 'pip install "pymilvus>=2.5,<2.6"  (or pip install -e ".[milvus]")'
 META_FORMAT = "lsr-milvus/1"
@@ -164,17 +164,18 @@ def _quiet_pymilvus():
 
 
 def _first_line(e: BaseException) -> str:
-    msg = getattr(e, "message", None) or str(e)
-    msg = str(msg).strip()
-    return msg.splitlines()[0] if msg else type(e).__name__
+    """pymilvus errors carry their text in ``message``; ``str(e)`` wraps it in the error code."""
+    return first_line(getattr(e, "message", None) or e)
 
 
 # ----------------------------------------------------------------- collection
-class MilvusCollection:
+class MilvusCollection(SparseRetriever):
     """A Milvus collection of quantized sparse vectors: create, bulk insert, search.
 
     Satisfies :class:`lsr.retrieval.Retriever`.
     """
+
+    _remedy = "Encode queries with the collection's encoder, or export to another collection"
 
     def __init__(self, uri: str, collection: str, token: str | None = None, timeout: float = 10.0,
                  consistency_level: str | None = None):
@@ -509,17 +510,11 @@ class MilvusCollection:
     def num_docs(self) -> int:
         return self.count()
 
-    def check_encoder(self, encoder_name: str | None, vocab_fingerprint: str | None) -> None:
-        """Refuse queries from another vocabulary than the collection's (as the Lucene searcher does)."""
-        m = self.meta
-        if m.vocab_fingerprint and vocab_fingerprint and m.vocab_fingerprint != vocab_fingerprint:
-            raise IndexMismatchError(
-                f"collection {self.name!r} at {self.uri} holds vectors of {m.encoder!r} (vocabulary "
-                f"{m.vocab_fingerprint}); the queries come from {encoder_name!r} (vocabulary {vocab_fingerprint}). "
-                "Encode queries with the collection's encoder, or export to another collection")
-        if m.quantization is None:
-            raise IndexMismatchError(f"collection {self.name!r} has no quantization spec (exported from foreign "
-                                     "vector files); search it with integer query vectors")
+    def describe(self) -> str:
+        return f"collection {self.name!r} at {self.uri}"
+
+    def _check_k(self, k: int) -> None:
+        _check_k(k)
 
     def _check_vocab(self, vocab: Vocabulary) -> None:
         m = self.meta
@@ -537,14 +532,10 @@ class MilvusCollection:
         ids = self._ids_of()
         return np.array([ids.get(t, -1) for t in vocab.tokens], dtype=np.int64)
 
-    def _integer_queries(self, queries) -> list[dict[int, float]]:
+    def _engine_queries(self, queries) -> list[dict[int, float]]:
+        """Queries as ``{dimension id: impact}`` in the collection's ids; tokens it lacks match nothing."""
         if isinstance(queries, SparseBatch):
-            m = self.meta
-            self._check_vocab(queries.vocab)
-            if m.quantization is None:
-                raise IndexMismatchError(f"collection {self.name!r} has no quantization spec (exported from "
-                                         "foreign vector files); search it with integer query vectors")
-            q = m.quantization.quantize(queries)
+            q = self.query_quantizer(queries).quantize(queries)
             remap = self._remap(queries.vocab)
             out = []
             for i in range(len(q)):
@@ -553,14 +544,7 @@ class MilvusCollection:
                 out.append({int(j): float(v) for j, v in zip(ids.tolist(), val.tolist()) if j >= 0})
             return out
         ids = self._ids_of()
-        out = []
-        for n, d in enumerate(queries, 1):
-            try:
-                vec = parse_vector("query", n, {"vector": dict(d)})
-            except InputError as e:
-                raise InputError(str(e).replace("query:", "query #", 1)) from None
-            out.append({ids[t]: float(w) for t, w in vec.items() if t in ids})  # unknown tokens match nothing
-        return out
+        return [{ids[t]: float(w) for t, w in vec.items() if t in ids} for vec in self.quantized_queries(queries)]
 
     def _hits(self, raw: list[tuple[str, float]], k: int) -> list[Hit]:
         quant = self.meta.quantization
@@ -568,8 +552,11 @@ class MilvusCollection:
         return [Hit(docid, quant.to_float_score(s) if quant else float(s), r, s)
                 for r, (docid, s) in enumerate(ranked, 1) if s > 0]
 
-    def _search_vectors(self, vectors: list[dict[int, float]], k: int) -> list[list[Hit]]:
-        """Top ``k`` of each vector, fetching deeper where ties cross the k-th place (ties go by docid)."""
+    def _search_vectors(self, qids: Sequence[str], vectors: Sequence[dict[int, float]], k: int,
+                        threads: int | None = None) -> list[list[Hit]]:
+        """Top ``k`` of each vector, fetching deeper where ties cross the k-th place (ties go by docid); Milvus
+        parallelises on its side (``threads`` is not used)."""
+        self._load()
         results: list[list[Hit] | None] = [None] * len(vectors)
         todo = [i for i, v in enumerate(vectors) if v]
         for i, v in enumerate(vectors):
@@ -595,36 +582,9 @@ class MilvusCollection:
             limit = min(MAX_TOPK, limit * 4)
         return results  # type: ignore[return-value]
 
-    def search(self, query, k: int = 10) -> list[Hit]:
-        """Top ``k`` hits for one query (``{token: int}`` or a one-row float :class:`SparseBatch`)."""
-        _check_k(k)
-        if isinstance(query, SparseBatch):
-            if len(query) != 1:
-                raise InputError(f"search takes one query; got a batch of {len(query)} (use batch_search)")
-            vectors = self._integer_queries(query)
-        else:
-            vectors = self._integer_queries([query])
-        return self._search_vectors(vectors, k)[0]
-
-    def batch_search(self, queries, qids: Sequence[str] | None = None, k: int = 10,
-                     threads: int | None = None) -> dict[str, list[Hit]]:
-        """``{qid: hits}`` in the input order; Milvus parallelises on its side (``threads`` is not used)."""
-        _check_k(k)
-        qids = query_ids(queries, qids, k)
-        vectors = self._integer_queries(queries)
-        self._load()
-        return dict(zip(qids, self._search_vectors(vectors, k)))
-
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._client.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
 
 
 def _hit_id(hit) -> str:
@@ -700,7 +660,7 @@ def export_vector_dirs(
     Several directories (the shards of one corpus) must fit together; see
     :func:`lsr.engines.check_vector_dirs`.
     """
-    from . import check_vector_dirs
+    from .shards import check_vector_dirs
 
     infos = check_vector_dirs(vecdirs)
     info = infos[0]

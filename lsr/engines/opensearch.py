@@ -54,13 +54,12 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 from lsr.progress import tqdm
 
-from ..retrieval import query_ids
 from ..errors import EnvironmentProblem, IndexMismatchError, InputError
 from ..io import Hit
 from ..quantize import Quantizer
-from ..sparse import SparseBatch
-from ..vectors import VectorDirInfo, iter_vector_records, parse_vector, part_files
-from . import InsertReport
+from ..retrieval import SparseRetriever
+from ..vectors import VectorDirInfo, iter_vector_records, part_files
+from .report import InsertReport
 
 ENGINES = ("opensearch", "elasticsearch")
 FIELD_TYPES = {"opensearch": "rank_features", "elasticsearch": "sparse_vector"}
@@ -113,12 +112,31 @@ def rescale_query(vector: Mapping[str, float], max_weight: float = MAX_QUERY_WEI
 
 
 # ------------------------------------------------------------------- mappings
+@dataclass
+class FeatureIndexMeta:
+    """What an index's mapping records about its vectors (its ``_meta`` block)."""
+
+    encoder: str | None
+    vocab_fingerprint: str | None
+    quantization: Quantizer | None
+    feature_names: str = "dots as __"
+
+    def to_dict(self) -> dict:
+        return {"format": META_FORMAT, "encoder": self.encoder, "vocab_fingerprint": self.vocab_fingerprint,
+                "quantization": self.quantization.to_dict() if self.quantization else None,
+                "feature_names": self.feature_names}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "FeatureIndexMeta":
+        q = d.get("quantization")
+        return cls(d.get("encoder"), d.get("vocab_fingerprint"), Quantizer.from_dict(q) if q else None,
+                   d.get("feature_names", "dots as __"))
+
+
 def index_meta(info: VectorDirInfo | None) -> dict:
     """The ``_meta`` block recorded in the mapping: encoder, vocabulary fingerprint, quantization."""
-    return {"format": META_FORMAT, "encoder": info.encoder if info else None,
-            "vocab_fingerprint": info.vocab_fingerprint if info else None,
-            "quantization": info.quantization.to_dict() if info and info.quantization else None,
-            "feature_names": "dots as __"}
+    return FeatureIndexMeta(info.encoder if info else None, info.vocab_fingerprint if info else None,
+                            info.quantization if info else None).to_dict()
 
 
 def index_body(engine: str, meta: dict | None = None, field: str = DEFAULT_FIELD, contents: bool = True) -> dict:
@@ -226,7 +244,7 @@ def write_bulk(
     Beside it, ``PATH.index.json`` holds the body that creates the index
     (mapping and ``_meta``). Returns the statistics and that file's path.
     """
-    from . import check_vector_dirs
+    from .shards import check_vector_dirs
 
     infos = check_vector_dirs(vecdirs)
     path = Path(path)
@@ -295,7 +313,7 @@ def bulk_failures(response: dict) -> list[tuple[str, str]]:
 
 
 # ---------------------------------------------------------------- REST client
-class HttpEngine:
+class HttpEngine(SparseRetriever):
     """One OpenSearch or Elasticsearch index over its REST API (standard library only).
 
     ``url`` may carry ``user:password@``. Satisfies :class:`lsr.retrieval.Retriever`.
@@ -317,7 +335,7 @@ class HttpEngine:
             info = self._request("GET", "/")
             engine = "opensearch" if info.get("version", {}).get("distribution") == "opensearch" else "elasticsearch"
         self.engine = _check_engine(engine)
-        self._meta: dict | None = None
+        self._meta: FeatureIndexMeta | None = None
 
     def _request(self, method: str, path: str, body=None, ndjson: bool = False, ok=(200, 201)) -> dict:
         data = None
@@ -341,7 +359,11 @@ class HttpEngine:
             reason = getattr(e, "reason", e)
             raise EnvironmentProblem(f"cannot reach {self.url} ({reason}); start the engine or check the URL") from None
 
+    def describe(self) -> str:
+        return f"index {self.index!r} at {self.url}"
+
     # ---------------------------------------------------------------- index
+    @property
     def exists(self) -> bool:
         try:
             self._request("HEAD", f"/{self.index}")
@@ -352,7 +374,7 @@ class HttpEngine:
             raise
 
     @property
-    def meta(self) -> dict:
+    def meta(self) -> FeatureIndexMeta:
         if self._meta is None:
             m = self._request("GET", f"/{self.index}/_mapping")
             mappings = next(iter(m.values()), {}).get("mappings", {})
@@ -360,19 +382,20 @@ class HttpEngine:
             if meta.get("format") != META_FORMAT:
                 raise IndexMismatchError(f"index {self.index!r} at {self.url} was not created by lsr (no {META_FORMAT} "
                                          "_meta in its mapping)")
-            self._meta = meta
+            self._meta = FeatureIndexMeta.from_dict(meta)
         return self._meta
 
-    def create(self, meta: dict, replace: bool = False, contents: bool = True) -> str:
+    def create(self, meta: dict | FeatureIndexMeta, replace: bool = False, contents: bool = True) -> str:
         """Create the index (``"created"``); keep an existing one for the same vectors (``"appending"``);
         refuse one for other vectors unless ``replace`` (``"replaced"``)."""
+        wanted = meta if isinstance(meta, FeatureIndexMeta) else FeatureIndexMeta.from_dict(meta)
         action = "created"
-        if self.exists():
+        if self.exists:
             try:
-                same = all(self.meta.get(k) == meta.get(k) for k in ("vocab_fingerprint", "quantization"))
-                problem = None if same else (f"index {self.index!r} at {self.url} holds vectors of "
-                                             f"{self.meta.get('encoder')!r} ({self.meta.get('vocab_fingerprint')}, "
-                                             f"quantization {self.meta.get('quantization')})")
+                have = self.meta
+                same = (have.vocab_fingerprint, have.quantization) == (wanted.vocab_fingerprint, wanted.quantization)
+                problem = None if same else (f"index {self.index!r} at {self.url} holds vectors of {have.encoder!r} "
+                                             f"({have.vocab_fingerprint}, quantization {have.quantization})")
             except IndexMismatchError as e:
                 problem = str(e)
             if problem and not replace:
@@ -381,15 +404,21 @@ class HttpEngine:
                 return "appending"
             self._request("DELETE", f"/{self.index}")
             action = "replaced"
-        self._request("PUT", f"/{self.index}", index_body(self.engine, meta, self.field, contents))
+        body_meta = meta.to_dict() if isinstance(meta, FeatureIndexMeta) else meta
+        self._request("PUT", f"/{self.index}", index_body(self.engine, body_meta, self.field, contents))
         self._meta = None
         return action
 
-    def refresh(self) -> None:
+    def flush(self) -> None:
+        """Make what was sent visible to searches (the engine's refresh)."""
         self._request("POST", f"/{self.index}/_refresh")
 
-    def delete(self) -> None:
+    def drop(self) -> None:
+        """Delete the index."""
         self._request("DELETE", f"/{self.index}")
+        self._meta = None
+
+    refresh, delete = flush, drop  # the engines' own words
 
     def send_bulk(self, path: str | os.PathLike, chunk_docs: int = 500, progress: bool = True) -> InsertReport:
         """Send a bulk file in requests of ``chunk_docs`` documents; reports every document the engine refused."""
@@ -414,38 +443,12 @@ class HttpEngine:
         return InsertReport(len(resp.get("items", [])) - len(failed), failed)
 
     # --------------------------------------------------------------- search
-    def _quantizer(self) -> Quantizer | None:
-        q = self.meta.get("quantization")
-        return Quantizer.from_dict(q) if q else None
-
-    def _integer_queries(self, queries) -> list[dict[str, float]]:
-        if isinstance(queries, SparseBatch):
-            fp = self.meta.get("vocab_fingerprint")
-            if fp and fp != queries.vocab.fingerprint:
-                raise IndexMismatchError(f"index {self.index!r} holds vectors of vocabulary {fp}; the queries come "
-                                         f"from {queries.vocab.fingerprint}")
-            quant = self._quantizer()
-            if quant is None:
-                raise IndexMismatchError(f"index {self.index!r} has no quantization spec; use integer query vectors")
-            q = quant.quantize(queries)
-            return [{t: int(v) for t, v in q.to_dict(i).items()} for i in range(len(q))]
-        return [parse_vector("query", n, {"vector": dict(d)}) for n, d in enumerate(queries, 1)]
-
-    def search(self, query, k: int = 10) -> list[Hit]:
-        if isinstance(query, SparseBatch):
-            if len(query) != 1:
-                raise InputError(f"search takes one query; got a batch of {len(query)} (use batch_search)")
-            return next(iter(self.batch_search(query, ["q"], k).values()))
-        return self.batch_search([query], ["q"], k)["q"]
-
-    def batch_search(self, queries, qids: Sequence[str] | None = None, k: int = 10,
-                     threads: int | None = None) -> dict[str, list[Hit]]:
-        """``{qid: hits}`` through ``_msearch``; ``threads`` is not used (the engine parallelises)."""
-        qids = query_ids(queries, qids, k)
-        vectors = self._integer_queries(queries)
-        quant = self._quantizer()
-        out = {q: [] for q in qids}
-        todo = [(q, *query_body(self.engine, v, k, self.field)) for q, v in zip(qids, vectors) if v]
+    def _search_vectors(self, qids: Sequence[str], vectors: Sequence[Mapping[str, int]], k: int,
+                        threads: int | None = None) -> list[list[Hit]]:
+        """Hits through ``_msearch``, 100 queries a request; ``threads`` is not used (the engine parallelises)."""
+        quant = self.meta.quantization
+        out = []
+        todo = [(q, *query_body(self.engine, v, k, self.field)) for q, v in zip(qids, vectors)]
         for start in range(0, len(todo), 100):
             chunk = todo[start:start + 100]
             lines = b"".join(json.dumps({"index": self.index}).encode() + b"\n" + json.dumps(b).encode() + b"\n"
@@ -454,5 +457,5 @@ class HttpEngine:
             for (qid, _, factor), r in zip(chunk, resp.get("responses", [])):
                 if "error" in r:
                     raise InputError(f"{self.engine} at {self.url} refused the query {qid!r}: {r['error']}")
-                out[qid] = hits_from_response(r, factor, quant)
+                out.append(hits_from_response(r, factor, quant))
         return out
