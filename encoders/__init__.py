@@ -22,7 +22,8 @@ _LAZY = {
     "StairEncoder": ".stair",
     "InferenceFreeEncoder": ".inference_free",
     "encode_to_dir": ".pipeline",
-    "load_embedder": ".dense",
+    "load_embedder": ".dense", "SentenceEmbedder": ".dense", "ClipEmbedder": ".dense",
+    "TowerEmbedder": ".image_text", "FeatureFusionEmbedder": ".feature_fusion", "VistaEmbedder": ".vista",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 __all__ = list(_LAZY)

@@ -36,14 +36,14 @@ import numpy as np
 import torch
 from lsr.progress import tqdm
 
-from lsr.errors import EnvironmentProblem, InputError
+from lsr.errors import EnvironmentProblem, InputError, first_line
 from lsr.inputs import as_inputs, load_image
 from lsr.threads import intra_op_threads
 
 from .hub import cache_only, hub_error, hub_unavailable
-from .image_text import is_tower_embedder_dir, load_tower_model, tower_model_class_of
+from .tower_model import is_tower_embedder_dir, load_tower_model, tower_model_class_of
 from .registry import _package_dir, register_alias, resolve
-from .splade import check_batching, pick_device, pick_dtype
+from .base import check_batching, pick_device, pick_dtype
 
 register_alias(
     "minilm", "dense",
@@ -121,7 +121,7 @@ class SentenceEmbedder:
                 if not loc.is_local:
                     raise hub_error("sentence embedder", model, loc.source, offline, e) from None
                 raise EnvironmentProblem(f"cannot load sentence embedder {model!r} from {loc.source}: "
-                                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                                         f"{first_line(e)}") from None
         else:
             self.source = None
         self.model = st_model.to(device=self.device, dtype=self.dtype).eval()
@@ -302,7 +302,7 @@ def _load_open_clip(model: str, pretrained: str | None, device: torch.device):
                                      "local checkpoint file as the pretrained part") from None
         hint = " (pretrained tags download weights: without network access pass a local checkpoint file)"
         raise EnvironmentProblem(f"cannot build open_clip model {model!r} with pretrained={pretrained!r}: "
-                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}{hint}") from None
+                                 f"{first_line(e)}{hint}") from None
     return clip_model, preprocess, tokenizer, source
 
 

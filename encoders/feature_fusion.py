@@ -28,7 +28,7 @@ from torch import nn
 
 from lsr.errors import InputError
 
-from .image_text import GridTowerModel, sentence_parts
+from .tower_model import GridTowerModel, sentence_parts
 
 
 class _FusionNet(nn.Module):

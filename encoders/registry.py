@@ -119,7 +119,7 @@ def family(name: str) -> str:
         return DENSE
     from . import dense  # noqa: F401 - registers the dense aliases
     from .dense import _is_llava_dir
-    from .image_text import is_tower_embedder_dir
+    from .tower_model import is_tower_embedder_dir
 
     if name in _ALIASES:
         return DENSE if _ALIASES[name].kind == "dense" else SPARSE

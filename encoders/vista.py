@@ -33,7 +33,7 @@ from torch import nn
 
 from lsr.errors import InputError
 
-from .image_text import GridTowerModel, sentence_parts
+from .tower_model import GridTowerModel, sentence_parts
 
 
 class _VisualProjection(nn.Module):
