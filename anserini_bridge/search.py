@@ -51,6 +51,8 @@ Query = Union[Mapping[str, int], SparseBatch]
 
 # Up to this many hits, one query's results are read field by field (cheaper than starting
 # Anserini's thread pool for a batch of one); beyond it, in one JSON text.
+#: From this many hits per query on, a batch runs on the direct path even with several threads.
+_DIRECT_BATCH_MIN_K = 100
 _FIELD_BY_FIELD_MAX_K = 200
 
 
@@ -183,13 +185,14 @@ class ImpactSearcher(SparseRetriever):
 
     def _search_vectors(self, qids: Sequence[str], vectors: Sequence[Mapping[str, int]], k: int,
                         threads: int | None) -> list[list[Hit]]:
-        """Queries run one after another on the direct path (``threads`` is then unused: each costs about what
-        Anserini's thread pool spends loading one query's stored documents); without it, on Anserini's thread
-        pool with ``threads`` threads."""
-        direct = self._direct_search()
+        """Queries on Anserini's thread pool with ``threads`` threads, or one after another on the direct path
+        when that is cheaper: on one thread, or for deep result lists (``k`` of at least
+        ``_DIRECT_BATCH_MIN_K``), where Anserini's pool spends most of its time loading each hit's stored
+        document. Both give the same hits in the same order."""
+        threads = threads or os.cpu_count() or 1
+        direct = self._direct_search() if threads == 1 or k >= _DIRECT_BATCH_MIN_K else None
         if direct is not None:
             return [self._direct_hits(direct.search(q, int(k))) for q in vectors]
-        threads = threads or os.cpu_count() or 1
         out = self._searcher.batch_search(self._java_list(vectors), self._java_list(qids), int(k), int(threads))
         found = self._all_hits(out, qids)
         return [found[qid] for qid in qids]
