@@ -209,8 +209,9 @@ def train_fusion(name: str, train, args, workdir: Path):
     return model, seconds
 
 
-def dense_eval(model, ev, task, args) -> tuple[dict, dict]:
-    """Text<->image recalls and the composed task (fused query, image alone, half caption alone)."""
+def dense_eval(model, ev, task, args) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+    """Text<->image recalls, the composed task (fused query, image alone, half caption alone), and the
+    image and caption vectors they came from."""
     from lsr.captions import rank_by_scores
     from lsr.inputs import Input
 
@@ -226,7 +227,7 @@ def dense_eval(model, ev, task, args) -> tuple[dict, dict]:
                       ("text_only", [Input(text=q.text) for q in task.queries])):
         run = rank_by_scores(model.encode_queries(qs) @ cand.T, task.query_ids, task.candidate_ids, 10)
         composed[label] = task.recall(run)
-    return row, composed
+    return row, composed, img, cap
 
 
 def cranfield_ndcg(model, data: Path) -> float:
@@ -350,7 +351,6 @@ def main(argv=None) -> int:
         result["stair_examples"] = top_tokens(enc, ev.images[:5])
 
     from lsr.captions import composed_task
-    from lsr.inputs import Input
 
     task = composed_task(ev)
     if not args.skip_dense:
@@ -366,10 +366,8 @@ def main(argv=None) -> int:
                       seed=args.seed, cache_dir=args.cache)
             train_seconds += time.perf_counter() - t0
             dense.save(workdir / "dense-model")
-        result["dense"], result.setdefault("composed", {})["dense"] = dense_eval(dense, ev, task, args)
+        result["dense"], result.setdefault("composed", {})["dense"], img, cap = dense_eval(dense, ev, task, args)
         if t2i is not None:
-            img = dense.encode_documents([Input(image=p) for p in ev.images])
-            cap = dense.encode_queries(ev.captions)
             h_t2i = hybrid_runs(t2i, cap, ev.caption_ids, img, ev.image_ids, args.alpha, args.k0, 10)
             h_i2t = hybrid_runs(i2t, img, ev.image_ids, cap, ev.caption_ids, args.alpha, args.k0, 10)
             result["hybrid"] = {**recalls(h_t2i["interp"], h_i2t["interp"], ev), "k0": args.k0,
@@ -385,7 +383,7 @@ def main(argv=None) -> int:
             model, seconds = load_embedder(str(saved), progress=True), 0.0
         else:
             model, seconds = train_fusion(name, train, args, workdir)
-        result[name], result.setdefault("composed", {})[name] = dense_eval(model, ev, task, args)
+        result[name], result.setdefault("composed", {})[name], _, _ = dense_eval(model, ev, task, args)
         result[name]["train_seconds"] = round(seconds, 1)
         train_seconds += seconds
         if name == "vista" and args.cranfield and Path(args.cranfield).is_dir():

@@ -109,8 +109,7 @@ class FeatureFusionEmbedder(GridTowerModel):
         self.grid = int(c["visual_grid"])
         self.max_text_tokens = int(c["max_text_tokens"])
         self.transformer, self.tokenizer, _ = sentence_parts(self.text)
-        side = int(round(self.tower.positions ** 0.5))
-        positions = min(self.grid, side) ** 2 + 1 if self.tower.spatial else self.tower.positions
+        positions = self._image_rep(torch.zeros(1, self.tower.positions, 1)).shape[1]  # cells per image
         return _FusionNet(self.tower.width, self.text.dim, positions, self.max_text_tokens, int(c["width"]),
                           int(c["layers"]), int(c["heads"]), self.dim)
 

@@ -64,6 +64,7 @@ class TowerEmbedder(TowerModel):
     """
 
     fusion = "score"
+    name_prefix = "towers"
 
     def __init__(
         self,
@@ -89,9 +90,6 @@ class TowerEmbedder(TowerModel):
         self._setup(model, new, device=device, batch_size=batch_size, progress=progress, name=name,
                     overrides={"image_weight": image_weight})
         self.image_weight = float(self.config["image_weight"])
-        self.proj = self.net
-        if model is None:
-            self.name = name or f"towers:{image_tower}+{text_model}"
 
     def _build(self) -> nn.Module:
         self.dim = int(self.config["dim"])

@@ -127,6 +127,11 @@ class TowerModel:
     normalized = True
     fusion = ""
 
+    @property
+    def name_prefix(self) -> str:
+        """How a new, unsaved model's name starts."""
+        return f"towers-{self.fusion}"
+
     # ------------------------------------------------------ construction
     def _setup(self, model, new_config: dict, *, device, batch_size: int, progress: bool, name: str | None,
                overrides: dict | None = None) -> None:
@@ -150,7 +155,7 @@ class TowerModel:
         else:
             config = {"format": FORMAT, "fusion": self.fusion, **new_config}
             self.source = None
-            self.name = name or f"towers-{self.fusion}:{config['image_tower']}+{config['text_model']}"
+            self.name = name or f"{self.name_prefix}:{config['image_tower']}+{config['text_model']}"
         self.config = config
         self.tower = build_timm_tower(config["image_tower"], config.get("pretrained")).to(self.device).eval()
         # no progress bars of its own: this model's loops show one
