@@ -29,7 +29,6 @@ import base64
 import json
 import logging
 import os
-from operator import itemgetter
 from pathlib import Path
 from typing import Mapping, Sequence, Union
 
@@ -149,20 +148,13 @@ class ImpactSearcher(SparseRetriever):
             self._direct = _DirectSearch.create(self.index_dir) or False
         return self._direct or None
 
-    def _direct_hits(self, found: tuple[list[str], list[float]]) -> list[Hit]:
+    def _direct_hits(self, found: tuple[list[str], np.ndarray]) -> list[Hit]:
         docids, raw = found
         whole = np.rint(np.asarray(raw, dtype=np.float64))  # Lucene sums integer impacts: whole numbers
         integers = whole.astype(np.int64).tolist()
         q = self.meta.quantization
-        scores = (whole / (q.scale * q.scale)).tolist() if q is not None else list(raw)
-        # Hit is a frozen dataclass, whose __init__ sets each field through object.__setattr__; filling the
-        # instance dict directly gives equal objects at half the cost, which counts at k = 1000
-        new, out = object.__new__, []
-        for rank, (docid, score, integer) in enumerate(zip(docids, scores, integers), 1):
-            hit = new(Hit)
-            hit.__dict__.update(docid=docid, score=score, rank=rank, impact_score=integer)
-            out.append(hit)
-        return out
+        scores = (whole / (q.scale * q.scale)).tolist() if q is not None else np.asarray(raw, np.float64).tolist()
+        return list(map(Hit._make, zip(docids, scores, range(1, len(docids) + 1), integers)))
 
     def _all_hits(self, out, qids: Sequence[str]) -> dict[str, list[Hit]]:
         """Hits of every query from ``batch_search``'s ``Map<String, ScoredDoc[]>``."""
@@ -344,6 +336,8 @@ class _JsonBridge:
         return {qid: [(d, sc) for sc, d in rows] for qid, rows in data.items()}
 
 
+_SCORE_DOCS_HEAD = '{"scoreDocs":['
+
 # Indexes with at most this many documents get their docid table in one piece at the first search;
 # larger ones fetch each docid the first time a hit needs it (and keep it).
 _DOCID_TABLE_MAX_DOCS = 1 << 21
@@ -425,30 +419,40 @@ class _DirectSearch:
     def _query(self, q: Mapping[str, int]):
         return self.generator.buildQuery("contents", self.query_reader.readValue(json.dumps(q)))
 
-    def _top(self, query, n: int) -> list[list]:
-        """``[[score, lucene doc], ...]`` of the plain top ``n`` (score descending, ties by Lucene doc)."""
-        data = json.loads(self.mapper.writeValueAsString(self.searcher.search(query, n)))["scoreDocs"]
-        return [[sc, d] for d, sc in data] if self.doc_first else data
+    def _top(self, query, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, lucene docs)`` of the plain top ``n`` (score descending, ties by Lucene doc)."""
+        text = self.mapper.writeValueAsString(self.searcher.search(query, n))
+        # '{"scoreDocs":[[a,b],[a,b],...]}' holds numbers only: read them in one pass, which at k = 1000 costs
+        # half of a JSON parse into nested lists
+        # (Java writes large floats as 1.5E7, which float() reads too)
+        body = text[len(_SCORE_DOCS_HEAD):-2] if text.startswith(_SCORE_DOCS_HEAD) and text.endswith("]}") else None
+        if body is None:
+            pairs = np.asarray(json.loads(text)["scoreDocs"], dtype=np.float64).reshape(-1, 2)
+        elif body:
+            pairs = np.array(body.replace("[", "").replace("]", "").split(","), dtype=np.float64).reshape(-1, 2)
+        else:
+            pairs = np.zeros((0, 2))
+        docs, scores = (pairs[:, 0], pairs[:, 1]) if self.doc_first else (pairs[:, 1], pairs[:, 0])
+        return scores, docs.astype(np.int64)
 
-    def search(self, q: Mapping[str, int], k: int) -> tuple[list[str], list[float]]:
+    def search(self, q: Mapping[str, int], k: int) -> tuple[list[str], np.ndarray]:
         """``(docids, float Lucene scores)`` of the top ``k``, best first, in Anserini's order."""
         if self.max_doc == 0:
-            return [], []
+            return [], np.zeros(0)
         query = self._query(q)
         n = min(k + 1, self.max_doc)
-        top = self._top(query, n)
+        scores, docs = self._top(query, n)
         # a full page whose last hit ties with the k-th: documents with that score may be missing
-        while len(top) == n and n < self.max_doc and top[-1][0] == top[k - 1][0]:
+        while len(scores) == n and n < self.max_doc and scores[-1] == scores[k - 1]:
             n = min(self.max_doc, 2 * n)
-            top = self._top(query, n)
-        scores = [sc for sc, _ in top]
-        docids = self._ids([d for _, d in top])
-        if any(a == b for a, b in zip(scores, scores[1:])):
-            # ties by id (Anserini's second sort key); Python's sort is stable, reversed or not
-            pairs = sorted(zip(docids, scores), key=itemgetter(0))
-            pairs.sort(key=itemgetter(1), reverse=True)
-            docids = [d for d, _ in pairs]
-            scores = [sc for _, sc in pairs]
+            scores, docs = self._top(query, n)
+        docids = self._ids(docs.tolist())
+        if len(scores) > 1 and bool((scores[1:] == scores[:-1]).any()):
+            # ties by id (Anserini's second sort key): sort by id, then stably by score descending
+            by_id = sorted(range(len(docids)), key=docids.__getitem__)
+            order = [by_id[i] for i in np.argsort(-scores[by_id], kind="stable")]
+            docids = [docids[i] for i in order]
+            scores = scores[order]
         return docids[:k], scores[:k]
 
     # ------------------------------------------------------------ docids
