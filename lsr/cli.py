@@ -402,20 +402,20 @@ def _load_reranker(spec: str, args):
 def _hybrid_search(args, searcher, encoder, qids, inputs, queries=None) -> int:
     """Hybrid search; the first stage's queries are encoded one at a time by ``encoder``, or given (BM25 texts)."""
     from .hybrid import STAGES, HybridSearcher
+    from .fusion import describe
     from .io import write_run
 
     rerankers = [_load_reranker(spec, args) for spec in args.rerank]
     if encoder is not None:
         encoder.progress = False  # one query at a time: the hybrid search has its own progress bar
     hybrid = HybridSearcher(searcher, rerankers, args.fusion, k0=args.k0, rrf_k=args.rrf_k, alpha=args.alpha,
-                            norm=args.norm, dense_candidates=args.dense_candidates, progress=True,
-                            sparse_encoder=encoder)
+                            norm=args.norm, weights=args.weights, dense_candidates=args.dense_candidates,
+                            progress=True, sparse_encoder=encoder)
     t0 = time.perf_counter()
     results = hybrid.batch_search(queries, qids, inputs, k=args.k, threads=args.threads)
     dt = time.perf_counter() - t0
     write_run(args.output, results)
-    how = f"rrf k={args.rrf_k:g}" if args.fusion == "rrf" else \
-        f"interp alpha={args.alpha:g} ({args.norm}; alpha weighs the sparse run)"
+    how = describe(args.fusion, k=args.rrf_k, alpha=args.alpha, norm=args.norm, weights=args.weights)
     extra = f" + {args.dense_candidates} dense candidates per reranker" if args.dense_candidates else ""
     print(f"hybrid search of {len(qids)} queries in {dt:.2f}s: first stage k0={args.k0}{extra}, "
           f"{len(rerankers)} reranker(s) ({', '.join(r.name for r in rerankers)}), {how} -> {args.output}",

@@ -1,4 +1,4 @@
-"""Fusion of ranked lists: reciprocal rank fusion and score interpolation.
+"""Fusion of ranked lists: reciprocal rank fusion, score interpolation and weighted score sums.
 
 Pure functions over runs. A *run* maps a query id to its results, given either
 as a list of :class:`~lsr.io.Hit` or as ``{docid: score}``. Within a query,
@@ -31,7 +31,7 @@ from .io import Hit
 
 Run = Mapping[str, Union[Sequence[Hit], Mapping[str, float]]]
 NORMALIZATIONS = ("minmax", "zscore")
-FUSIONS = ("rrf", "interp")
+FUSIONS = ("rrf", "interp", "sum")
 
 
 def ranked(results: Sequence[Hit] | Mapping[str, float]) -> list[tuple[str, float]]:
@@ -111,16 +111,38 @@ def rrf(runs: Sequence[Run], k: float = 60, weights: Sequence[float] | None = No
     _check_runs(runs, 1)
     if k < 0:
         raise InputError(f"RRF k must be non-negative, got {k}")
-    weights = [1.0] * len(runs) if weights is None else [float(w) for w in weights]
-    if len(weights) != len(runs):
-        raise InputError(f"{len(weights)} weights for {len(runs)} runs")
+    weights = _weights(weights, len(runs))
     out = {}
     for qid in _qids(runs):
-        fused: dict[str, float] = {}
+        parts: dict[str, list[float]] = {}
         for run, w in zip(runs, weights):
             for rank, (d, _) in enumerate(ranked(run.get(qid, ())), 1):
-                fused[d] = fused.get(d, 0.0) + w / (k + rank)
-        out[qid] = _hits(fused, depth)
+                parts.setdefault(d, []).append(w / (k + rank))
+        # fsum: the exactly rounded sum, so equal contributions in another run order give the same score
+        out[qid] = _hits({d: math.fsum(p) for d, p in parts.items()}, depth)
+    return out
+
+
+def weighted_sum(runs: Sequence[Run], weights: Sequence[float] | None = None, norm: str = "minmax",
+                 depth: int | None = None) -> dict[str, list[Hit]]:
+    """Weighted sum of normalised scores: ``score(d) = sum_i w_i * norm_i(d)`` (CombSUM with weights).
+
+    ``weights`` defaults to 1 per run. Each run's scores are normalised per
+    query (``norm``: ``minmax`` or ``zscore``); a document a run did not return
+    gets that run's lowest normalised score for the query.
+    """
+    _check_runs(runs, 1)
+    if norm not in NORMALIZATIONS:
+        raise InputError(f"normalisation {norm!r} is not one of {', '.join(NORMALIZATIONS)}")
+    weights = _weights(weights, len(runs))
+    out = {}
+    for qid in _qids(runs):
+        normed = [normalize(dict(ranked(run.get(qid, ()))), norm) for run in runs]
+        docs: dict[str, None] = {}
+        for n in normed:
+            docs.update(dict.fromkeys(n))
+        floor = [min(n.values()) if n else 0.0 for n in normed]
+        out[qid] = _hits({d: sum(w * n.get(d, f) for w, n, f in zip(weights, normed, floor)) for d in docs}, depth)
     return out
 
 
@@ -129,41 +151,53 @@ def interpolate(runs: Sequence[Run], alpha: float = 0.5, norm: str = "minmax",
     """``alpha * sparse + (1 - alpha) * dense`` of normalised scores (see the module docstring).
 
     ``runs[0]`` is the sparse run; ``runs[1:]`` are dense runs, averaged. With
-    exactly two runs this is the plain two-way interpolation.
+    exactly two runs this is the plain two-way interpolation. It is
+    :func:`weighted_sum` with weights ``alpha`` and ``(1 - alpha) / len(runs[1:])``.
     """
     _check_runs(runs, 2)
     if not 0.0 <= alpha <= 1.0 or math.isnan(alpha):
         raise InputError(f"alpha must lie in [0, 1] (weight of the sparse run), got {alpha}")
-    if norm not in NORMALIZATIONS:
-        raise InputError(f"normalisation {norm!r} is not one of {', '.join(NORMALIZATIONS)}")
     n_dense = len(runs) - 1
-    out = {}
-    for qid in _qids(runs):
-        normed = [normalize(dict(ranked(run.get(qid, ()))), norm) for run in runs]
-        docs: dict[str, None] = {}
-        for n in normed:
-            docs.update(dict.fromkeys(n))
-        floor = [min(n.values()) if n else 0.0 for n in normed]
-        fused = {}
-        for d in docs:
-            sparse = normed[0].get(d, floor[0])
-            dense = sum(n.get(d, f) for n, f in zip(normed[1:], floor[1:])) / n_dense
-            fused[d] = alpha * sparse + (1.0 - alpha) * dense
-        out[qid] = _hits(fused, depth)
+    return weighted_sum(runs, [alpha] + [(1.0 - alpha) / n_dense] * n_dense, norm=norm, depth=depth)
+
+
+def _weights(weights: Sequence[float] | None, n_runs: int) -> list[float]:
+    if weights is None:
+        return [1.0] * n_runs
+    out = [float(w) for w in weights]
+    if len(out) != n_runs:
+        raise InputError(f"{len(out)} weights for {n_runs} runs; give one weight per run")
+    if any(not math.isfinite(w) or w < 0 for w in out) or not any(out):
+        raise InputError(f"weights must be finite, non-negative and not all zero, got {out}")
     return out
 
 
 def fusion_function(method: str, *, k: float = 60, alpha: float = 0.5, norm: str = "minmax",
-                    depth: int | None = None) -> Callable[[Sequence[Run]], dict[str, list[Hit]]]:
-    """A one-argument function ``runs -> fused run`` for ``method`` in ``rrf`` / ``interp``."""
+                    depth: int | None = None,
+                    weights: Sequence[float] | None = None) -> Callable[[Sequence[Run]], dict[str, list[Hit]]]:
+    """A one-argument function ``runs -> fused run`` for ``method`` in ``rrf`` / ``interp`` / ``sum``
+    (``weights``: one per run, for ``rrf`` and ``sum``)."""
+    if norm not in NORMALIZATIONS:
+        raise InputError(f"normalisation {norm!r} is not one of {', '.join(NORMALIZATIONS)}")
     if method == "rrf":
         if k < 0:
             raise InputError(f"RRF k must be non-negative, got {k}")
-        return lambda runs: rrf(runs, k=k, depth=depth)
+        return lambda runs: rrf(runs, k=k, weights=weights, depth=depth)
+    if method == "sum":
+        return lambda runs: weighted_sum(runs, weights=weights, norm=norm, depth=depth)
     if method == "interp":
         if not 0.0 <= alpha <= 1.0:
             raise InputError(f"alpha must lie in [0, 1] (weight of the sparse run), got {alpha}")
-        if norm not in NORMALIZATIONS:
-            raise InputError(f"normalisation {norm!r} is not one of {', '.join(NORMALIZATIONS)}")
         return lambda runs: interpolate(runs, alpha=alpha, norm=norm, depth=depth)
     raise InputError(f"fusion {method!r} is not one of {', '.join(FUSIONS)}")
+
+
+def describe(method: str, *, k: float = 60, alpha: float = 0.5, norm: str = "minmax",
+             weights: Sequence[float] | None = None) -> str:
+    """A short text naming a fusion and its settings, as the command line reports it."""
+    w = f", weights {' '.join(f'{x:g}' for x in weights)}" if weights is not None else ""
+    if method == "rrf":
+        return f"RRF k={k:g}{w}"
+    if method == "sum":
+        return f"weighted sum ({norm}){w or ', equal weights'}"
+    return f"interpolation alpha={alpha:g} ({norm}; alpha weighs the first run)"

@@ -94,6 +94,7 @@ class HybridSearcher:
     rrf_k: float = 60
     alpha: float = 0.5
     norm: str = "minmax"
+    weights: Sequence[float] | None = None  # rrf and sum: one per run, the first stage's first
     dense_candidates: int = 0
     batch_size: int = 1
     progress: bool = False
@@ -114,7 +115,7 @@ class HybridSearcher:
         if self.batch_size < 1:
             raise InputError(f"batch_size must be positive, got {self.batch_size}")
         self._fuse = self.fusion if callable(self.fusion) else fusion_function(
-            self.fusion, k=self.rrf_k, alpha=self.alpha, norm=self.norm)
+            self.fusion, k=self.rrf_k, alpha=self.alpha, norm=self.norm, weights=self.weights)
 
     # ---------------------------------------------------------------- search
     def batch_search(self, queries: Any, qids: Sequence[str], inputs: Sequence[Any], k: int = 100,

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from lsr.cli import main
 from lsr.errors import InputError
-from lsr.fusion import fusion_function, interpolate, normalize, ranked, rrf
+from lsr.fusion import fusion_function, interpolate, normalize, ranked, rrf, weighted_sum
 from lsr.io import Hit, read_run, write_run
 
 
@@ -68,6 +68,21 @@ def test_interpolate_averages_several_dense_runs_and_uses_the_zscore_floor():
         assert out[d] == pytest.approx(0.5 * zs[0].get(d, floors[0]) + 0.5 * dense)
 
 
+def test_weighted_sum_matches_the_formula_and_generalises_interpolation():
+    # minmax: sparse a=1, b=0.75, c=0; dense c=1, d=0.875, a=0; a missing document gets the run's floor (0)
+    out = {h.docid: h.score for h in weighted_sum([SPARSE, DENSE], weights=[1.0, 2.0])["q1"]}
+    assert out == pytest.approx({"a": 1.0, "b": 0.75, "c": 2.0, "d": 2 * 0.875})
+    dense2 = {"q1": {"a": 4.0, "b": 2.0}}
+    for norm in ("minmax", "zscore"):
+        a = interpolate([SPARSE, DENSE, dense2], alpha=0.3, norm=norm)["q1"]
+        b = weighted_sum([SPARSE, DENSE, dense2], weights=[0.3, 0.35, 0.35], norm=norm)["q1"]
+        assert [h.docid for h in a] == [h.docid for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b])
+    # equal weights by default, and the same through fusion_function
+    fused = fusion_function("sum", norm="minmax", weights=[1, 1])([SPARSE, DENSE])["q1"]
+    assert [h.docid for h in fused] == [h.docid for h in weighted_sum([SPARSE, DENSE])["q1"]]
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(InputError, match="alpha"):
         interpolate([SPARSE, DENSE], alpha=1.5)
@@ -77,8 +92,12 @@ def test_bad_arguments_are_refused():
         rrf(SPARSE)
     with pytest.raises(InputError, match="NaN"):
         rrf([{"q": {"a": float("nan")}}])
-    with pytest.raises(InputError, match="fusion 'sum'"):
-        fusion_function("sum")
+    with pytest.raises(InputError, match="fusion 'combmnz'"):
+        fusion_function("combmnz")
+    with pytest.raises(InputError, match="non-negative"):
+        weighted_sum([SPARSE, DENSE], weights=[1.0, -1.0])
+    with pytest.raises(InputError, match="one weight per run"):
+        fusion_function("sum", weights=[1.0])([SPARSE, DENSE])
     with pytest.raises(InputError, match="weights"):
         rrf([SPARSE, DENSE], weights=[1.0])
 
@@ -121,3 +140,19 @@ def test_fuse_command_writes_the_fused_run(tmp_path, capsys):
     assert "needs at least two runs" in capsys.readouterr().err
     assert main(["fuse", "--runs", str(a), str(tmp_path / "nope.trec"), "--output", str(out)]) == 2
     assert "run file not found" in capsys.readouterr().err
+
+
+def test_fuse_command_weighted_sum(tmp_path, capsys):
+    a, b = tmp_path / "a.trec", tmp_path / "b.trec"
+    write_run(a, SPARSE)
+    write_run(b, {"q1": run_of(sorted(DENSE["q1"].items(), key=lambda p: -p[1]))})
+    out = tmp_path / "fused.trec"
+    assert main(["fuse", "--runs", str(a), str(b), "--fusion", "sum", "--weights", "3", "1",
+                 "--output", str(out)]) == 0
+    assert "weighted sum (minmax), weights 3 1" in capsys.readouterr().err
+    want = weighted_sum([read_run(a), read_run(b)], weights=[3, 1])["q1"]
+    got = read_run(out)["q1"]
+    assert [h.docid for h in got] == [h.docid for h in want] == ["a", "b", "c", "d"]
+    assert main(["fuse", "--runs", str(a), str(b), "--fusion", "sum", "--weights", "1",
+                 "--output", str(out)]) == 2
+    assert "1 weights for 2 runs" in capsys.readouterr().err

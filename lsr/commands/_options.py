@@ -25,9 +25,15 @@ def add_model_args(p, required: bool = True, model_help: str = MODEL_HELP, batch
 
 def add_fusion_args(p, alpha_help: str) -> None:
     """``--fusion``, ``--alpha``, ``--norm`` and ``--rrf-k``: the arguments of :mod:`lsr.fusion`."""
-    p.add_argument("--fusion", choices=["rrf", "interp"], default="rrf")
+    from lsr.fusion import FUSIONS, NORMALIZATIONS
+
+    p.add_argument("--fusion", choices=FUSIONS, default="rrf",
+                   help="rrf: reciprocal rank fusion; interp: alpha-interpolation of normalised scores; sum: "
+                        "weighted sum of normalised scores (default: rrf)")
     p.add_argument("--alpha", type=float, default=0.5, help=alpha_help)
-    p.add_argument("--norm", choices=["minmax", "zscore"], default="minmax", help="interp: score normalisation")
-    p.add_argument("--rrf-k", type=float, default=60.0, help="rrf: score = sum 1 / (rrf_k + rank)")
+    p.add_argument("--norm", choices=NORMALIZATIONS, default="minmax", help="interp, sum: score normalisation")
+    p.add_argument("--rrf-k", type=float, default=60.0, help="rrf: score = sum w / (rrf_k + rank)")
+    p.add_argument("--weights", type=float, nargs="+", default=None, metavar="W",
+                   help="rrf, sum: one weight per run, in order (default: 1 each)")
 
 

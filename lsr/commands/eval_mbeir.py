@@ -387,7 +387,7 @@ def cmd_eval_mbeir(args) -> int:
             top = [Runs(r.name, {s: {q: hits[:args.k0] for q, hits in run.items()} for s, run in r.scopes.items()},
                         r.kind) for r, _ in systems]
             fused = fuse_runs(top, args.fusion, rrf_k=args.rrf_k, alpha=args.alpha, norm=args.norm, depth=depth,
-                              name="fused: " + " + ".join(r.name for r in top))
+                              weights=args.weights, name="fused: " + " + ".join(r.name for r in top))
             systems.append((fused, f"hybrid, {fused.info['fusion']} over the top {args.k0} of each"))
     finally:
         if tmp is not None:

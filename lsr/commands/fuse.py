@@ -8,7 +8,7 @@ from ._options import add_fusion_args
 
 
 def register(sub) -> dict:
-    p = sub.add_parser("fuse", help="fuse TREC runs (RRF or interpolation) into one run")
+    p = sub.add_parser("fuse", help="fuse TREC runs (RRF, interpolation or a weighted score sum) into one run")
     p.add_argument("--runs", nargs="+", required=True,
                    help="TREC run files; for interp the first is the sparse run, the others dense runs")
     add_fusion_args(p, "interp: fused = alpha * sparse (first run) + (1 - alpha) * dense (mean of the others)")
@@ -19,7 +19,7 @@ def register(sub) -> dict:
 
 def cmd_fuse(args) -> int:
     from lsr.errors import InputError
-    from lsr.fusion import interpolate, rrf
+    from lsr.fusion import describe, fusion_function
     from lsr.io import read_run, write_run
 
     if args.k < 1:
@@ -30,12 +30,9 @@ def cmd_fuse(args) -> int:
     for path, run in zip(args.runs, runs):
         if not run:
             raise InputError(f"{path}: the run is empty")
-    if args.fusion == "rrf":
-        fused = rrf(runs, k=args.rrf_k, depth=args.k)
-        how = f"RRF k={args.rrf_k:g}"
-    else:
-        fused = interpolate(runs, alpha=args.alpha, norm=args.norm, depth=args.k)
-        how = f"interpolation alpha={args.alpha:g} ({args.norm}) = alpha * {args.runs[0]} + (1 - alpha) * dense"
+    fused = fusion_function(args.fusion, k=args.rrf_k, alpha=args.alpha, norm=args.norm, depth=args.k,
+                            weights=args.weights)(runs)
+    how = describe(args.fusion, k=args.rrf_k, alpha=args.alpha, norm=args.norm, weights=args.weights)
     write_run(args.output, fused, tag=f"fused-{args.fusion}")
     print(f"fused {len(runs)} runs over {len(fused)} queries with {how} -> {args.output}", file=sys.stderr)
     return 0

@@ -100,19 +100,20 @@ def dense_runs(encoder, mset: MbeirSet, query_inputs: Sequence[Input], depth: in
 
 
 def fuse_runs(runs: Sequence[Runs], method: str = "rrf", *, rrf_k: float = 60, alpha: float = 0.5,
-              norm: str = "minmax", depth: int | None = None, name: str | None = None) -> Runs:
+              norm: str = "minmax", depth: int | None = None, name: str | None = None,
+              weights: Sequence[float] | None = None) -> Runs:
     """Fuse systems scope by scope with :mod:`lsr.fusion` (RRF, or interpolation where ``runs[0]``
     is the sparse run and ``alpha`` its weight)."""
-    from ..fusion import fusion_function
+    from ..fusion import describe, fusion_function
 
     if len(runs) < 2:
         raise InputError(f"fusion needs at least two runs, got {len(runs)}")
-    fuse = fusion_function(method, k=rrf_k, alpha=alpha, norm=norm, depth=depth)
+    fuse = fusion_function(method, k=rrf_k, alpha=alpha, norm=norm, depth=depth, weights=weights)
     scopes = [s for s in SCOPES if all(s in r.scopes for r in runs)]
     if not scopes:
         raise InputError("the runs to fuse share no scope (local / global)")
     fused = {s: fuse([r.scopes[s] for r in runs]) for s in scopes}
-    how = f"rrf k={rrf_k:g}" if method == "rrf" else f"interp alpha={alpha:g} ({norm})"
+    how = describe(method, k=rrf_k, alpha=alpha, norm=norm, weights=weights)
     return Runs(name or " + ".join(r.name for r in runs), fused, "hybrid", {"fusion": how})
 
 
