@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from lsr import InputError, Quantizer, SparseBatch, Vocabulary
-from lsr.commands.eval_mbeir import build_sparse_index, sparse_runs
+from lsr.cli.eval_mbeir import build_sparse_index, sparse_runs
 from lsr.io import Hit
 from lsr.mbeir import (
     BENCHMARK_ROWS, DATASETS, TASKS, MbeirSet, chance_hit_rate, dense_runs, evaluate, file_stem, fuse_runs, hit_at_k,
