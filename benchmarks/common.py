@@ -78,7 +78,7 @@ def random_sparse_rows(n: int, terms: int, vocab_size: int, max_weight: int, see
                        zipf: float = 1.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR parts of ``n`` rows with ``terms`` distinct token ids each (Zipf popularity), integer weights.
 
-    The same distribution as :func:`lsr.synthetic.random_vectors`, vectorised
+    The same distribution as :func:`lsr.fixtures.synthetic.random_vectors`, vectorised
     so that a million rows take seconds.
     """
     rng = np.random.default_rng(seed)

@@ -45,9 +45,9 @@ CHUNK = 10_000
 
 def export_child(n: int, out: str, terms: int, vocab_size: int, seed: int) -> None:
     """Stream ``n`` random documents into a vector directory (run in a child process to measure its memory)."""
+    from lsr.fixtures.synthetic import synthetic_vocab
     from lsr.quantize import Quantizer
     from lsr.sparse import SparseBatch
-    from lsr.synthetic import synthetic_vocab
     from lsr.vectors import VectorWriter
 
     vocab = synthetic_vocab(vocab_size)
@@ -124,9 +124,9 @@ def main(argv=None) -> int:
 
     from anserini_bridge import jvm
     from anserini_bridge.index import build_index
+    from lsr.fixtures.synthetic import synthetic_vocab
     from lsr.quantize import Quantizer
     from lsr.sparse import SparseBatch
-    from lsr.synthetic import synthetic_vocab
     from lsr.vectors import VectorWriter, part_files
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lsr-bench-index-"))

@@ -69,8 +69,8 @@ def main(argv=None) -> int:
     from anserini_bridge import jvm
     from anserini_bridge.index import build_index
     from anserini_bridge.search import ImpactSearcher
+    from lsr.fixtures.synthetic import random_vectors, synthetic_vocab
     from lsr.quantize import Quantizer
-    from lsr.synthetic import random_vectors, synthetic_vocab
     from lsr.vectors import VectorWriter
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lsr-bench-search-"))

@@ -15,8 +15,8 @@ from encoders.encode_run import plan_windows
 from encoders.pipeline import ProcessVectorWriter, encode_to_dir, select_rows
 from encoders.splade import SpladeEncoder
 from lsr import InputError, Quantizer, SparseBatch, Vocabulary
+from lsr.fixtures.synthetic import random_vectors, synthetic_vocab
 from lsr.io import Record
-from lsr.synthetic import random_vectors, synthetic_vocab
 from lsr.vectors import VectorDirInfo, VectorStore, VectorWriter
 from tests.reference import splade_textbook as textbook
 

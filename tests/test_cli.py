@@ -245,7 +245,7 @@ def test_a_dense_model_as_search_model_points_to_rerank(tmp_path):
 def test_python_api_errors_name_keywords_and_the_cli_names_flags(tmp_path):
     from anserini_bridge.index import build_index
     from lsr import InputError, Quantizer
-    from lsr.synthetic import random_vectors, synthetic_vocab
+    from lsr.fixtures.synthetic import random_vectors, synthetic_vocab
     from lsr.vectors import VectorWriter
 
     vocab = synthetic_vocab(30)

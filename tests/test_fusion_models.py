@@ -189,8 +189,8 @@ def test_benchmark_reports_the_fusion_rows(tmp_path, flickr8k):
 def test_eval_mbeir_takes_a_saved_fusion_model(tmp_path, capsys):
     """A saved VISTA directory is a dense model for eval-mbeir: every M-BEIR task row, composed queries included."""
     from lsr.cli import main
+    from lsr.fixtures.mbeir import build_fixture
     from lsr.mbeir import BENCHMARK_ROWS
-    from lsr.mbeir_fixture import build_fixture
 
     fixture = build_fixture(tmp_path / "mbeir")
     build("vista").save(tmp_path / "vista")

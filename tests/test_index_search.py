@@ -8,8 +8,8 @@ from anserini_bridge.index import IndexMeta, build_index
 from anserini_bridge.search import ImpactSearcher
 from lsr import IndexMismatchError, InputError, Quantizer, SparseBatch
 from lsr.exhaustive import exhaustive_search
+from lsr.fixtures.synthetic import random_vectors, synthetic_vocab
 from lsr.io import read_run
-from lsr.synthetic import random_vectors, synthetic_vocab
 from lsr.vectors import VectorWriter
 
 INTEGER = Quantizer(scale=1, max_value=100_000)  # writes integer weights unchanged

@@ -11,13 +11,13 @@ import pytest
 import scipy.sparse as sp
 
 from lsr import InputError, Quantizer, SparseBatch, Vocabulary
-from lsr.commands.eval_mbeir import build_sparse_index, sparse_runs
+from lsr.cli.eval_mbeir import build_sparse_index, sparse_runs
+from lsr.fixtures.mbeir import build_fixture
 from lsr.io import Hit
 from lsr.mbeir import (
     BENCHMARK_ROWS, DATASETS, TASKS, MbeirSet, chance_hit_rate, dense_runs, evaluate, file_stem, fuse_runs, hit_at_k,
     load_set, read_instructions, read_pool, read_qrels, read_queries, task_id,
 )
-from lsr.mbeir_fixture import build_fixture
 
 INTEGER = Quantizer(scale=1, max_value=100_000)  # integer weights pass through unchanged
 

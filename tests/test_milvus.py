@@ -21,8 +21,8 @@ import pytest
 
 from lsr import EnvironmentProblem, IndexMismatchError, InputError, Quantizer, SparseBatch
 from lsr.exhaustive import exhaustive_search
+from lsr.fixtures.synthetic import random_vectors, synthetic_vocab
 from lsr.retrieval import Retriever
-from lsr.synthetic import random_vectors, synthetic_vocab
 from lsr.vectors import VectorWriter
 from tests.reference import signature_problems
 

@@ -22,7 +22,7 @@ from lsr.engines.opensearch import (
     index_body, query_body, rescale_query, stored_feature_values, write_bulk,
 )
 from lsr.exhaustive import exhaustive_search
-from lsr.synthetic import random_vectors, synthetic_vocab
+from lsr.fixtures.synthetic import random_vectors, synthetic_vocab
 from lsr.vectors import VectorWriter
 
 INTEGER = Quantizer(scale=1, max_value=100_000)

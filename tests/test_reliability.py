@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lsr import InputError, LsrError, Quantizer, SparseBatch
-from lsr.synthetic import random_vectors, synthetic_vocab
+from lsr.fixtures.synthetic import random_vectors, synthetic_vocab
 from lsr.vectors import VectorDirInfo, VectorWriter, read_vector_file
 
 VOCAB = synthetic_vocab(50)

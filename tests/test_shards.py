@@ -8,7 +8,7 @@ import pytest
 from lsr import IndexMismatchError, InputError, Quantizer
 from lsr.cli import main as lsr_main
 from lsr.engines import check_vector_dirs, parse_shard, shard_of
-from lsr.synthetic import random_vectors, synthetic_vocab
+from lsr.fixtures.synthetic import random_vectors, synthetic_vocab
 from lsr.vectors import META_FILE, VectorDirInfo, VectorWriter
 
 N_DOCS = 120

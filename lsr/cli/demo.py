@@ -20,8 +20,8 @@ def cmd_demo(args) -> int:
     from anserini_bridge.search import ImpactSearcher
     from encoders.pipeline import encode_to_dir
     from encoders.splade import SpladeEncoder
-    from ..demo_data import DEMO_DOCUMENTS, DEMO_QUERIES
     from ..explain import contributions
+    from ..fixtures.demo import DEMO_DOCUMENTS, DEMO_QUERIES
     from ..io import Record
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="lsr-demo-"))

@@ -1,92 +1,17 @@
-"""The ``lsr`` command line.
-
-Model and Java code is imported inside each command, so ``lsr eval`` and
-``lsr --help`` start fast and work without them.
-"""
+"""``lsr search``: a TREC run from an impact, BM25 or engine index, an embedding store, or a hybrid of them."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from .commands._options import add_fusion_args, add_model_args
-from .errors import LsrError
+from ._options import add_fusion_args, add_model_args
+from .encode import load_sparse_encoder
 
 
-def _load_encoder(args):
-    """The sparse encoder named by ``--model``: SPLADE, or a STAIR directory (its text side for text input)."""
-    from encoders.registry import load, resolve
-
-    from .commands.inspect import check_sparse_model
-
-    check_sparse_model(args.model)
-    cuda_graphs = getattr(args, "cuda_graphs", False)
-    if cuda_graphs and resolve(args.model).kind == "stair":
-        raise LsrError("--cuda-graphs is for SPLADE text models; drop it for a STAIR model")
-    return load(args.model, kind="sparse", device=args.device, dtype=args.dtype, max_length=args.max_length,
-                batch_size=args.batch_size, progress=True, cuda_graphs=cuda_graphs or None)
-
-
-def package_version() -> str:
-    """The installed ``lsr-search`` version; from a source tree that is not installed, setup.py's."""
-    import re
-    from importlib import metadata
-
-    setup_py = Path(__file__).resolve().parent.parent / "setup.py"
-    try:
-        installed = metadata.distribution("lsr-search")
-    except metadata.PackageNotFoundError:
-        installed = None
-    if installed is not None:
-        return installed.version
-    try:
-        m = re.search(r"""\bversion\s*=\s*["']([^"']+)["']""", setup_py.read_text(encoding="utf-8"))
-    except OSError:
-        m = None
-    if m:
-        return m.group(1)
-    from . import __version__
-
-    return __version__
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lsr", description="Learned sparse retrieval with Lucene impact indexes.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("encode", help="encode a BEIR JSONL corpus or queries into a vector directory")
-    add_model_args(p, batch_size=True)
-    p.add_argument("--input", required=True, help="BEIR corpus.jsonl (_id, title, text) or queries.jsonl")
-    p.add_argument("--output", required=True, help="vector directory to create")
-    p.add_argument("--role", choices=["document", "query"], default="document")
-    p.add_argument("--scale", type=float, default=100.0, help="impact = round(weight * scale)")
-    p.add_argument("--max-value", type=int, default=1000, help="largest integer impact")
-    p.add_argument("--shard-size", type=int, default=100_000, help="documents per part file")
-    p.add_argument("--cuda-graphs", action="store_true",
-                   help="on a GPU, replay full batches from CUDA graphs (fewer launches from Python; "
-                        "falls back to eager mode by itself if capture fails)")
-    p.add_argument("--shard", default=None, metavar="I/N",
-                   help="encode only shard I of N (0 <= I < N): the documents whose id hashes to I; run the N shards "
-                        "on N GPUs or machines, then `lsr index --input DIR0 DIR1 ...`")
-    p.add_argument("--overwrite", action="store_true")
-
-    p = sub.add_parser("index", help="build a Lucene impact index from a vector directory")
-    p.add_argument("--input", required=True, nargs="+",
-                   help="vector directory written by `lsr encode`; several: the shards of one corpus (`--shard I/N`)")
-    p.add_argument("--index", required=True, help="index directory to create")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-store-vectors", action="store_true",
-                   help="do not keep document vectors in the index (explanations then need re-encoding)")
-    p.add_argument("--bm25", action="store_true",
-                   help="build a BM25 index instead: --input is a BEIR corpus.jsonl (title + text, Anserini's "
-                        "default English analyzer); `lsr search` then needs no model")
-
+def register(sub) -> dict:
     p = sub.add_parser("search", help="search an impact index, writing a TREC run")
     p.add_argument("--index", required=True,
                    help="Lucene index directory (`lsr index`), or milvus://HOST:PORT/COLLECTION (`lsr export`)")
@@ -117,112 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--rerank-missing", choices=["error", "skip"], default="error",
                    help="candidates missing from a store: stop with an error, or leave them out of that dense run")
     h.add_argument("--verbose", action="store_true", help="print the per-query latency breakdown")
-
-    p = sub.add_parser("eval", help="evaluate a TREC run against qrels")
-    p.add_argument("--run", required=True)
-    p.add_argument("--qrels", required=True, help="BEIR qrels TSV (with header) or TREC qrels")
-    p.add_argument("--metrics", nargs="+", default=["ndcg@10", "recall@100"])
-    p.add_argument("--json", action="store_true", help="print one JSON object {metric: value}")
-
-    for module in _command_modules():
-        COMMANDS.update(module.register(sub))
-    return parser
-
-
-def _command_modules():
-    import importlib
-    import pkgutil
-
-    from . import commands
-
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):  # helpers, e.g. the shared flags in _options
-            yield importlib.import_module(f"{commands.__name__}.{info.name}")
-
-
-# ------------------------------------------------------------------ commands
-def cmd_encode(args) -> int:
-    from encoders.pipeline import encode_to_dir
-    from .io import read_corpus, read_queries
-    from .quantize import Quantizer
-
-    from .commands.inspect import check_sparse_model
-    from .vectors import check_new_output
-
-    # everything that can be checked before the model loads (which takes seconds)
-    check_new_output(Path(args.output), args.overwrite, args.shard_size)
-    check_sparse_model(args.model)
-    quantizer = Quantizer(args.scale, args.max_value)
-    records = read_corpus(args.input) if args.role == "document" else read_queries(args.input)
-    shard, total = None, len(records)
-    if args.shard:
-        from .engines import parse_shard
-
-        shard = parse_shard(args.shard)
-        records = shard.select(records)
-        print(f"shard {shard}: {len(records)} of {total} records", file=sys.stderr)
-    encoder = _load_encoder(args)
-    t0 = time.perf_counter()
-    info = encode_to_dir(encoder, records, args.output, quantizer, role=args.role, shard_size=args.shard_size,
-                         overwrite=args.overwrite)
-    dt = time.perf_counter() - t0
-    if shard is not None:  # record the split, so that `lsr index` can check the shards fit together
-        from .engines import shard_info
-        from .meta import write_meta
-        from .vectors import META_FILE
-
-        info.extra["shard"] = shard_info(shard, args.input, total)
-        write_meta(Path(args.output) / META_FILE, info.to_dict())
-    print(f"read {info.documents_read}, written {info.documents_written}, "
-          f"reported {info.documents_reported} (see {Path(args.output) / 'report.jsonl'})"
-          if info.documents_reported else
-          f"read {info.documents_read}, written {info.documents_written}, reported 0", file=sys.stderr)
-    if info.truncated:
-        print(f"{info.truncated} texts were longer than {encoder.max_length} word pieces and were truncated",
-              file=sys.stderr)
-    print(f"encoded in {dt:.1f}s ({info.documents_read / max(dt, 1e-9):.0f} docs/s) -> {args.output}",
-          file=sys.stderr)
-    if getattr(args, "cuda_graphs", False):
-        g = encoder.cuda_graphs_status
-        print(f"cuda graphs: {g['graphs']} captured, {g['replays']} batches replayed" if g["active"] else
-              f"cuda graphs: not used ({g['reason']})", file=sys.stderr)
-    return 0
-
-
-def cmd_index(args) -> int:
-    from anserini_bridge.index import build_index
-
-    if args.bm25:
-        from anserini_bridge.bm25 import build_bm25_index
-        from .errors import InputError
-
-        if len(args.input) != 1:
-            raise InputError("--bm25 takes one corpus file: --input corpus.jsonl")
-        meta = build_bm25_index(args.input[0], args.index, threads=args.threads, overwrite=args.overwrite)
-        c = meta.counters
-        print(f"indexed {c.get('indexed')} documents for BM25 into {args.index} (documents without text: "
-              f"{c.get('reported_by_encoder', 0)}); search it with `lsr search --index {args.index} "
-              "--queries queries.jsonl --output run.trec` (no model)", file=sys.stderr)
-        return 0
-    meta = build_index(args.input, args.index, threads=args.threads, overwrite=args.overwrite,
-                       store_vectors=not args.no_store_vectors)
-    c = meta.counters
-    print(f"indexed {c.get('indexed')} documents into {args.index} (Anserini counters: indexed={c.get('indexed')} "
-          f"empty={c.get('empty')} unindexable={c.get('unindexable')} skipped={c.get('skipped')} "
-          f"errors={c.get('errors')}; reported before indexing: {c.get('reported_by_encoder', 0)})",
-          file=sys.stderr)
-    return 0
+    return {"search": cmd_search}
 
 
 def _open_retriever(spec: str, scale: float | None = None, bm25: tuple[float, float] | None = None):
     """The index named by ``--index``: an engine collection (``milvus://...``), an embedding store
     (``lsr embed``), a BM25 index (``lsr index --bm25``) or a Lucene impact index directory."""
-    from .engines import is_engine_uri, open_engine
-    from .quantize import Quantizer
+    from ..engines import is_engine_uri, open_engine
+    from ..quantize import Quantizer
 
     if is_engine_uri(spec):
         return open_engine(spec)
-    from .embstore import STORE_META, EmbeddingStore
+    from ..embstore import STORE_META, EmbeddingStore
 
     if (Path(spec) / STORE_META).is_file():
         return EmbeddingStore(spec)
@@ -245,10 +76,10 @@ def _index_kind(spec: str) -> str | None:
 
 
 def cmd_search(args) -> int:
-    from .errors import InputError
-    from .io import read_queries, write_run
-    from .retrieval import check_query_vectors
-    from .vectors import read_query_vectors
+    from ..errors import InputError
+    from ..io import read_queries, write_run
+    from ..retrieval import check_query_vectors
+    from ..vectors import read_query_vectors
 
     if bool(args.queries) == bool(args.query_vectors):
         raise InputError("give either --queries (with --model) or --query-vectors")
@@ -257,7 +88,7 @@ def cmd_search(args) -> int:
                          "tokenizer) instead of --query-vectors")
     _check_search_args(args)
     searcher = _open_retriever(args.index, args.scale, (args.bm25_k1, args.bm25_b))
-    from .embstore import EmbeddingStore
+    from ..embstore import EmbeddingStore
 
     if isinstance(searcher, EmbeddingStore) or getattr(searcher, "meta", None) is not None and \
             getattr(searcher.meta, "retriever", "impact") == "bm25":
@@ -295,9 +126,9 @@ def cmd_search(args) -> int:
 
 def _text_search(args, searcher) -> int:
     """Search with query texts and no sparse model: a BM25 index, or an embedding store searched exhaustively."""
-    from .embstore import EmbeddingStore
-    from .errors import InputError
-    from .io import Hit, read_queries, write_run
+    from ..embstore import EmbeddingStore
+    from ..errors import InputError
+    from ..io import Hit, read_queries, write_run
 
     kind = "an embedding store (its own model encodes the queries)" if isinstance(searcher, EmbeddingStore) \
         else "a BM25 index"
@@ -336,8 +167,8 @@ def _text_search(args, searcher) -> int:
 def _load_query_encoder(args, searcher):
     """``--model``'s encoder, or with ``--query-mode inference-free`` its tokenizer weighted by the index's IDF."""
     if args.query_mode != "inference-free":
-        return _load_encoder(args)
-    from .errors import InputError
+        return load_sparse_encoder(args)
+    from ..errors import InputError
 
     if not hasattr(searcher, "document_frequencies"):
         raise InputError(f"--query-mode inference-free reads document frequencies from a Lucene index; {args.index} "
@@ -350,16 +181,16 @@ def _load_query_encoder(args, searcher):
 
 def _check_search_args(args) -> None:
     """What ``lsr search`` can check before opening the index or loading a model."""
-    from .errors import InputError
+    from ..errors import InputError
 
-    from .embstore import STORE_META
+    from ..embstore import STORE_META
 
     # an embedding store (searched densely with its own model) and a BM25 index take query texts, no --model
     text_only = (Path(args.index) / STORE_META).is_file() or _index_kind(args.index) == "bm25"
     if args.queries and not args.model and not text_only:
         raise InputError("--queries needs --model (the encoder the index was built with)")
     if args.queries:
-        from .commands.inspect import check_sparse_model
+        from .inspect import check_sparse_model
 
         if args.model and not text_only:
             check_sparse_model(args.model)
@@ -373,7 +204,7 @@ def _check_search_args(args) -> None:
 
 def _rerank_spec(spec: str) -> tuple[str | None, str]:
     """``(model or None, store directory)`` of a ``--rerank`` value; the store must exist."""
-    from .errors import InputError
+    from ..errors import InputError
 
     if Path(spec).is_dir():
         return None, spec
@@ -390,8 +221,8 @@ def _rerank_spec(spec: str) -> tuple[str | None, str]:
 
 def _load_reranker(spec: str, args):
     from encoders.dense import embedder_for_store
-    from .embstore import EmbeddingStore
-    from .hybrid import Reranker
+    from ..embstore import EmbeddingStore
+    from ..hybrid import Reranker
 
     model, store_path = _rerank_spec(spec)
     store = EmbeddingStore(store_path)
@@ -401,9 +232,9 @@ def _load_reranker(spec: str, args):
 
 def _hybrid_search(args, searcher, encoder, qids, inputs, queries=None) -> int:
     """Hybrid search; the first stage's queries are encoded one at a time by ``encoder``, or given (BM25 texts)."""
-    from .hybrid import STAGES, HybridSearcher
-    from .fusion import describe
-    from .io import write_run
+    from ..fusion import describe
+    from ..hybrid import STAGES, HybridSearcher
+    from ..io import write_run
 
     rerankers = [_load_reranker(spec, args) for spec in args.rerank]
     if encoder is not None:
@@ -429,41 +260,3 @@ def _hybrid_search(args, searcher, encoder, qids, inputs, queries=None) -> int:
         med = hybrid.timing_medians()
         print("median per query (ms): " + ", ".join(f"{s} {v * 1e3:.2f}" for s, v in med.items()), file=sys.stderr)
     return 0
-
-
-def cmd_eval(args) -> int:
-    from .evaluate import evaluate
-    from .io import read_qrels, read_run
-
-    scores = evaluate(read_run(args.run), read_qrels(args.qrels), args.metrics)
-    if args.json:
-        print(json.dumps(scores))
-    else:
-        for name, value in scores.items():
-            print(f"{name:<14}{value:.4f}")
-    return 0
-
-
-COMMANDS = {"encode": cmd_encode, "index": cmd_index, "search": cmd_search, "eval": cmd_eval}
-
-
-def main(argv=None) -> int:
-    from .errors import use_command_line_wording
-
-    args = build_parser().parse_args(argv)
-    use_command_line_wording()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        return COMMANDS[args.command](args)
-    except LsrError as e:
-        print(f"lsr {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"lsr {args.command}: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        use_command_line_wording(False)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

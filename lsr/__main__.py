@@ -1,0 +1,7 @@
+"""``python -m lsr``: the ``lsr`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
