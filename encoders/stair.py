@@ -42,8 +42,9 @@ from lsr.sparse import SparseBatch, max_fuse
 from .base import EncodeAll, EncodeStats, load_masked_lm, pick_device, pick_dtype
 from .registry import STAIR_MARKER, resolve
 from .splade import SpladeEncoder
-from .stair_model import (TINY_IMAGE_CONFIGS, StairModel, TokenHead, _mlm_head_parts, _open_clip, _plain,  # noqa: F401
-                          _probe_width, _random_init, build_image_tower, register_image_config)
+from .open_clip_models import _random_init, open_clip_module, register_image_config  # noqa: F401
+from .stair_model import (TINY_IMAGE_CONFIGS, StairModel, TokenHead, _mlm_head_parts, _plain,  # noqa: F401
+                          _probe_width, build_image_tower)
 from .towers import TimmTower
 
 FORMAT = "lsr-stair/1"
@@ -180,7 +181,7 @@ class StairEncoder(EncodeAll):
         if "timm_model" in cfg:
             visual = TimmTower(cfg["timm_model"])
         else:
-            open_clip = _open_clip()
+            open_clip = open_clip_module()
             if image_model not in open_clip.list_models():
                 register_image_config(image_model, cfg)
             elif open_clip.get_model_config(image_model) != cfg:  # a different model under a known name
@@ -210,7 +211,7 @@ class StairEncoder(EncodeAll):
         self.head_copied = []
 
     def _setup(self) -> None:
-        open_clip = _open_clip()
+        open_clip = open_clip_module()
         pp = self.config["preprocess"]
         size = pp.get("size", 224)
         self.image_size = tuple(size) if isinstance(size, (list, tuple)) else (int(size), int(size))
