@@ -454,7 +454,7 @@ def test_text_only_models_leave_images_out_and_say_how_many(fixture, tmp_path, c
 def test_eval_mbeir_end_to_end_with_a_random_stair_model(fixture, tmp_path, capsys):
     from encoders.stair import StairEncoder
 
-    model_dir = StairEncoder(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu").save(
+    model_dir = StairEncoder.create(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu").save(
         tmp_path / "stair")
     out = run_cli(["--data", fixture.root, "--queries", "query/test", "--pool", "cand_pool/local",
                    "--qrels", "qrels/test", "--model", model_dir, "--device", "cpu", "--max-query-terms", 64,
