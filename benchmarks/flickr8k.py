@@ -64,8 +64,9 @@ def train_stair(train, args, workdir: Path):
     from lsr.training import TrainConfig, train as run_training
 
     head_vocab = caption_vocabulary(args.text_model, train.captions) if args.head_vocab == "captions" else None
-    enc = StairEncoder(image_model=args.tower, text_model=args.text_model, max_length=64, head_vocab=head_vocab,
-                       global_token=not args.no_global_token, device="cpu", dtype="float32")
+    enc = StairEncoder.create(image_model=args.tower, text_model=args.text_model, max_length=64,
+                              head_vocab=head_vocab, global_token=not args.no_global_token, device="cpu",
+                              dtype="float32")
     pairs = train.pairs()
     base = TrainConfig(stage=1, steps=args.steps1, batch_size=args.batch_size, learning_rate=args.lr1,
                        temperature=args.temperature, lambda_d=args.lambda_d, lambda_q=0.0,
@@ -341,7 +342,7 @@ def main(argv=None) -> int:
             from encoders.stair import StairEncoder
 
             log(f"reusing the models saved in {workdir} (no training)")
-            enc = StairEncoder(str(workdir / "stair-model"), device="cpu", dtype="float32")
+            enc = StairEncoder.load(str(workdir / "stair-model"), device="cpu", dtype="float32")
         else:
             enc, train_seconds = train_stair(train, args, workdir)
             enc.save(workdir / "stair-model")

@@ -67,8 +67,8 @@ def run(image_model: str, device: str, batch_size: int, images: int, pil_images:
     from lsr.losses import contrastive_with_flops
 
     dtype = "bfloat16" if bf16 else "float32"
-    enc = StairEncoder(image_model=image_model, text_model="splade-tiny", device=device, dtype=dtype,
-                       batch_size=batch_size)
+    enc = StairEncoder.create(image_model=image_model, text_model="splade-tiny", device=device, dtype=dtype,
+                              batch_size=batch_size)
     dev = enc.device
     h, w = enc.image_size
     gen = torch.Generator().manual_seed(0)
@@ -166,7 +166,7 @@ def _train_loop(enc, tensors, batch: int, steps: int, device: str, bf16: bool) -
                           lambda_q=1e-4, lambda_d=1e-4, device=device, bf16=bf16, log_every=1, progress=False)
         result = train(enc, pairs, cfg)
         log = read_log(tmp)
-        back = StairEncoder(str(result.final_dir), device=device, batch_size=enc.batch_size)
+        back = StairEncoder.load(str(result.final_dir), device=device, batch_size=enc.batch_size)
         same = back.encode_documents([Input(image=tensors[0])]).nnz_total > 0
     secs = [b["seconds"] - a["seconds"] for a, b in zip(log, log[1:])]
     return {"steps": steps, "batch": batch, "seconds_per_step_median": statistics.median(secs) if secs else None,

@@ -220,7 +220,8 @@ def train_and_evaluate(task: Task, settings: RunSettings, lambda_d: float, workd
     from lsr.training import TrainConfig, train
 
     torch.manual_seed(settings.seed)
-    encoder = StairEncoder(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu", batch_size=256)
+    encoder = StairEncoder.create(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu",
+                                  batch_size=256)
     config = TrainConfig(
         output_dir=str(workdir), stage=1, steps=settings.steps, batch_size=settings.batch_size,
         learning_rate=settings.learning_rate, warmup_steps=min(50, settings.steps // 10), lr_schedule="linear",

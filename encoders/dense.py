@@ -25,7 +25,6 @@ Every dense encoder has the same small interface, which the embedding store
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import os
@@ -40,7 +39,7 @@ from lsr.errors import EnvironmentProblem, InputError, first_line
 from lsr.inputs import as_inputs, load_image
 from lsr.threads import intra_op_threads
 
-from .hub import cache_only, hub_error, hub_unavailable
+from .hub import hub_error, hub_unavailable
 from .tower_model import is_tower_embedder_dir, load_tower_model, tower_model_class_of
 from .registry import _package_dir, register_alias, resolve
 from .base import check_batching, pick_device, pick_dtype
@@ -269,41 +268,17 @@ class ClipEmbedder:
 
 
 def _load_open_clip(model: str, pretrained: str | None, device: torch.device):
-    try:
-        import open_clip
-    except ImportError:
-        raise EnvironmentProblem("CLIP models need open_clip: pip install 'open_clip_torch>=2.24' "
-                                 "(and torchvision)") from None
-    if not model.startswith("hf-hub:") and model not in open_clip.list_models():
-        raise InputError(f"open_clip has no model {model!r}; choose one of open_clip.list_models() "
-                         "(e.g. ViT-B-32) or register a config with open_clip.add_model_config")
-    source = None
-    if pretrained:
-        path = Path(os.path.expanduser(pretrained))
-        if path.is_file():
-            pretrained = source = str(path.resolve())
-        elif pretrained in open_clip.list_pretrained_tags_by_model(model):
-            source = f"{model}@{pretrained}"
-        else:
-            tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"
-            raise InputError(f"pretrained {pretrained!r} for {model!r} is neither a local checkpoint file nor a "
-                             f"known tag ({tags})")
-    # a pretrained tag downloads from the hub: offline, use the local cache only (no retries)
-    offline = hub_unavailable() if (source and source != pretrained) or model.startswith("hf-hub:") else None
-    try:
-        with cache_only() if offline else contextlib.nullcontext():
-            clip_model, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained,
-                                                                             device=device)
-            tokenizer = open_clip.get_tokenizer(model)
-    except (OSError, RuntimeError, ValueError) as e:
-        if offline:
-            raise EnvironmentProblem(f"cannot load open_clip weights {model}@{pretrained}: {offline}, and they are "
-                                     "not in the local cache; download them where the hub is reachable, or pass a "
-                                     "local checkpoint file as the pretrained part") from None
-        hint = " (pretrained tags download weights: without network access pass a local checkpoint file)"
-        raise EnvironmentProblem(f"cannot build open_clip model {model!r} with pretrained={pretrained!r}: "
-                                 f"{first_line(e)}{hint}") from None
-    return clip_model, preprocess, tokenizer, source
+    """``(model, preprocess, tokenizer, source)``; the weights as :func:`encoders.open_clip_models.create_open_clip`
+    reads them."""
+    from .open_clip_models import create_open_clip, open_clip_module
+
+    open_clip = open_clip_module()
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    clip_model, source = create_open_clip(model, pretrained, device=device)
+    # the inference transform open_clip.create_model_and_transforms gives for this model
+    preprocess = image_transform_v2(PreprocessCfg(**clip_model.visual.preprocess_cfg), is_train=False)
+    return clip_model, preprocess, open_clip.get_tokenizer(model), source
 
 
 def _is_llava_dir(path: Path) -> bool:

@@ -68,18 +68,19 @@ def encode_to_dir(
 
 
 def record_inputs(encoder, records: Sequence[Record]) -> list:
-    """What ``encoder`` is given for each record: its text, or an :class:`~lsr.inputs.Input` with its image."""
+    """What ``encoder`` is given for each record: its text, or an :class:`~lsr.inputs.Input` with its image.
+
+    Records with images given to a text-only encoder are refused here, naming the first record and its line.
+    """
+    from lsr.inputs import Input
+
     with_image = [r for r in records if r.image is not None]
-    if not with_image:
-        return [r.text for r in records]
-    if not getattr(encoder, "takes_images", False):
+    if with_image and not getattr(encoder, "takes_images", False):
         r, more = with_image[0], len(with_image) - 1
         which = f"record {r.id!r}" + (f" (line {r.line})" if r.line else "") + \
             (f" and {more} more have" if more else " has")
         raise InputError(f"{which} an 'image', but {encoder.name!r} encodes text only; use a STAIR model "
                          "directory, or drop the 'image' fields")
-    from lsr.inputs import Input
-
     return [Input(text=r.text, image=r.image) if r.image is not None else r.text for r in records]
 
 

@@ -104,9 +104,10 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]
 
 # ------------------------------------------------------------------ loading
 SPARSE, DENSE = "sparse", "dense"
-#: Registry kinds with a sparse encoder class, as ``(module, class)``.
+#: Registry kinds with a sparse encoder, as ``(module, what opens a model by name)``: a class, or a class's
+#: constructor method (``Class.method``).
 SPARSE_CLASSES: dict[str, tuple[str, str]] = {"splade": ("encoders.splade", "SpladeEncoder"),
-                                              "stair": ("encoders.stair", "StairEncoder")}
+                                              "stair": ("encoders.stair", "StairEncoder.load")}
 #: Name prefixes of dense embedders (see ``encoders.dense.load_embedder``).
 DENSE_PREFIXES = ("open_clip:", "e5v:")
 
@@ -135,7 +136,7 @@ def load(name: str, *, kind: str = "auto", **options):
 
     ``kind``: ``auto`` (from the name, see :func:`family`), ``sparse`` or
     ``dense``. Sparse names load :class:`encoders.splade.SpladeEncoder` or
-    :class:`encoders.stair.StairEncoder` by their registry kind; dense names
+    :meth:`encoders.stair.StairEncoder.load` by their registry kind; dense names
     load through :func:`encoders.dense.load_embedder`.
 
     Options that are ``None`` count as not given: they are left out, so what a
@@ -157,10 +158,12 @@ def load(name: str, *, kind: str = "auto", **options):
     if loc.kind not in SPARSE_CLASSES:
         raise InputError(f"model {name!r} is of kind {loc.kind!r}, which has no sparse encoder "
                          f"(known kinds: {', '.join(sorted(SPARSE_CLASSES))})")
-    module_name, class_name = SPARSE_CLASSES[loc.kind]
+    module_name, opener_name = SPARSE_CLASSES[loc.kind]
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
+        opener = importlib.import_module(module_name)
+        for part in opener_name.split("."):
+            opener = getattr(opener, part)
     except (ImportError, AttributeError) as e:
-        raise EnvironmentProblem(f"model {name!r} needs {module_name}.{class_name}, which cannot be "
+        raise EnvironmentProblem(f"model {name!r} needs {module_name}.{opener_name}, which cannot be "
                                  f"loaded ({e})") from None
-    return cls(name, **options)
+    return opener(name, **options)

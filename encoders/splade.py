@@ -27,15 +27,17 @@ Encoding is a pipeline that keeps the model busy:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from itertools import chain
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, Union
 
 import numpy as np
 import torch
 from lsr.progress import tqdm
 
 from lsr.errors import InputError
+from lsr.inputs import Input
 from lsr.pooling import saturate
 from lsr.sparse import SparseBatch
 from lsr.threads import intra_op_threads
@@ -50,6 +52,9 @@ from .pooled_decoder import PooledDecoder
 # With CUDA graphs, batches are padded to a multiple of this many word pieces (one graph per padded length).
 _GRAPH_PAD_MULTIPLE = 16
 
+#: What a SPLADE encoder takes for one input: a text, or an :class:`~lsr.inputs.Input` without an image.
+TextLike = Union[str, Input]
+
 
 class SpladeEncoder(EncodeAll):
     """Text to vocabulary-sized sparse vectors, SPLADE style.
@@ -58,6 +63,10 @@ class SpladeEncoder(EncodeAll):
     applied, special tokens removed from the output, batches sorted by length
     so that padding is minimal. Empty or whitespace-only texts give an empty
     vector without running the model.
+
+    Wherever a text is taken, an :class:`lsr.inputs.Input` may stand instead:
+    its text with the instruction in front (:meth:`Input.text_with_instruction`)
+    is encoded. An Input with an image is refused (a STAIR model encodes images).
     """
 
     kind = "splade"
@@ -135,12 +144,11 @@ class SpladeEncoder(EncodeAll):
         self.last_stats = EncodeStats()
 
     # ------------------------------------------------------------------ API
-    @staticmethod
-    def _check_inputs(texts) -> list[str]:
-        return _as_texts(texts)
+    def _check_inputs(self, texts) -> list[str]:
+        return _texts_of(texts, self.name)
 
     def iter_encode(
-        self, texts: Sequence[str], ids: Sequence[str] | None = None, chunk_size: int = 8192,
+        self, texts: Sequence[TextLike], ids: Sequence[str] | None = None, chunk_size: int = 8192,
         stats: EncodeStats | None = None, *, sort_window: int | None = None,
     ) -> Iterator[SparseBatch]:
         """Encode in chunks of ``chunk_size`` texts, yielding one batch per chunk in input order.
@@ -151,7 +159,7 @@ class SpladeEncoder(EncodeAll):
         as soon as the windows covering it are done. Memory is bounded by the
         larger of the two.
         """
-        texts = _as_texts(texts)
+        texts = _texts_of(texts, self.name)
         if ids is not None and len(ids) != len(texts):
             raise InputError(f"{len(ids)} ids for {len(texts)} texts")
         if chunk_size < 1:
@@ -176,8 +184,9 @@ class SpladeEncoder(EncodeAll):
         return super()._encode_all(texts, ids)
 
     @torch.inference_mode()
-    def encode_query(self, text: str, qid: str | None = None) -> SparseBatch:
-        """One text as a one-row batch, encoded on this thread with nothing set up per call.
+    def encode_query(self, text: TextLike, qid: str | None = None) -> SparseBatch:
+        """One text (or text-only :class:`~lsr.inputs.Input`) as a one-row batch, encoded on this thread with
+        nothing set up per call.
 
         The text is tokenized by the fast tokenizer (no padding, no attention
         mask to build), the model runs once on its word pieces and the pooling
@@ -190,7 +199,9 @@ class SpladeEncoder(EncodeAll):
         order (see "What is exact" in the README).
         """
         if not isinstance(text, str):
-            raise InputError(f"expected a text (str), got {type(text).__name__}")
+            if not isinstance(text, Input):
+                raise InputError(f"expected a text (str) or lsr.inputs.Input, got {type(text).__name__}")
+            text = _text_of(text, 0, self.name)
         ids = (qid,) if qid is not None else None
         stats = EncodeStats(inputs=1)
         self.last_stats = stats
@@ -381,3 +392,26 @@ def _as_texts(texts) -> list[str]:
         if not isinstance(t, str):
             raise InputError(f"text #{i} is {type(t).__name__}, expected str")
     return out
+
+
+def _texts_of(items, model: str) -> list[str]:
+    """The texts a SPLADE model encodes for ``items``: strings as they are, and each
+    :class:`~lsr.inputs.Input` as :meth:`~lsr.inputs.Input.text_with_instruction` (one with an image is refused)."""
+    if isinstance(items, (str, Input)):
+        what = "string" if isinstance(items, str) else "Input"
+        raise InputError(f"expected a list of texts, got a single {what} (wrap it in a list)")
+    out = list(items)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            if not isinstance(t, Input):
+                raise InputError(f"text #{i} is {type(t).__name__}, expected str or lsr.inputs.Input")
+            out[i] = _text_of(t, i, model)
+    return out
+
+
+def _text_of(item: Input, i: int, model: str) -> str:
+    if item.image is not None:
+        image = f" ({item.image})" if isinstance(item.image, (str, os.PathLike)) else ""
+        raise InputError(f"input #{i} has an image{image}, but {model!r} is a text-only SPLADE model; use a STAIR "
+                         "model for images, or drop the image from the input")
+    return item.text_with_instruction()

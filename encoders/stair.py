@@ -10,21 +10,16 @@ with both an image and text gets the element-wise max of the two vectors.
 Every vector lives in the text model's vocabulary, so images, texts and mixed
 inputs go through the same quantization, export and Lucene index.
 
-A saved model is a directory::
-
-    DIR/lsr-stair.json      kind marker and configuration (open_clip config, preprocessing, head, flags)
-    DIR/model.safetensors   all weights: ``visual.*``, ``head.*``, ``text.*``
-    DIR/text/               the text model's Hugging Face config and tokenizer files
-
-and :func:`encoders.registry.resolve` reports such a directory as kind ``"stair"``.
+This module runs a model: :meth:`StairEncoder.load` opens a saved model
+directory and :meth:`StairEncoder.create` builds a new model from towers
+(:mod:`encoders.stair_config` holds both, and the directory's layout;
+:mod:`encoders.stair_model` the trainable modules).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -33,36 +28,32 @@ import torch
 from torch import nn
 from lsr.progress import tqdm
 
-from lsr.errors import EnvironmentProblem, InputError, first_line
-from lsr.inputs import Input, as_inputs, load_image
+from lsr.errors import InputError
+from lsr.inputs import Input, as_inputs
 from lsr.pooling import saturate
-from lsr.meta import read_meta, write_meta
 from lsr.sparse import SparseBatch, max_fuse
 
-from .base import EncodeAll, EncodeStats, load_masked_lm, pick_device, pick_dtype
+from .base import EncodeAll, EncodeStats, pick_device, pick_dtype
+from .open_clip_models import register_image_config  # noqa: F401 - re-exported
+from .pixels import Pixels, PreparedImages
 from .registry import STAIR_MARKER, resolve
 from .splade import SpladeEncoder
-from .stair_model import (TINY_IMAGE_CONFIGS, StairModel, TokenHead, _mlm_head_parts, _open_clip, _plain,  # noqa: F401
-                          _probe_width, _random_init, build_image_tower, register_image_config)
-from .towers import TimmTower
+from .stair_config import caption_vocabulary  # noqa: F401 - re-exported
+from .stair_config import load_weights_into, new_model, read_model_dir, write_model_dir
+from .stair_model import TINY_IMAGE_CONFIGS, StairModel, build_image_tower  # noqa: F401 - re-exported
 
-FORMAT = "lsr-stair/1"
-WEIGHTS_FILE = "model.safetensors"
-TEXT_DIR = "text"
+#: The options of :meth:`StairEncoder.load`: how a model runs, not what it is.
+RUNTIME_OPTIONS = ("device", "dtype", "max_length", "batch_size", "progress")
+#: What :meth:`StairEncoder.create` takes besides the runtime options: what a new model is.
+MODEL_OPTIONS = ("image_model", "pretrained", "image_config", "text_model", "head_init", "head_vocab",
+                 "global_token", "text_expansion")
+
 
 # ----------------------------------------------------------------- encoder
 class StairEncoder(EncodeAll):
     """Images, texts and image+text inputs to sparse vectors over the text vocabulary.
 
-    ``StairEncoder(path)`` loads a saved STAIR directory (or a registered
-    alias of kind ``stair``). ``StairEncoder(image_model=..., pretrained=...,
-    text_model=...)`` builds a new model: an open_clip image tower (random
-    init, an open_clip tag or a local checkpoint file), a token-prediction
-    head and the SPLADE text model. The head starts random by default;
-    ``head_init="mlm"`` copies the text model's MLM head where shapes allow
-    (on a random tower that copy gives strongly negative logits, and every
-    image vector was empty after a few training steps in our runs, so it is
-    not the default).
+    Open a saved model with :meth:`load`, build a new one with :meth:`create`.
 
     ``encode_documents`` / ``encode_queries`` take :class:`lsr.inputs.Input`
     objects or strings and return a :class:`~lsr.sparse.SparseBatch`. Text is
@@ -71,155 +62,98 @@ class StairEncoder(EncodeAll):
     with both get the element-wise max of the two vectors.
 
     ``text_expansion=False`` restricts text vectors to the word pieces that
-    occur in the text (what stage 1 of STAIR training optimises).
-    ``global_token`` adds the average of a CNN tower's feature map as one more
-    position for the head (default: on for timm CNN towers, which have no class
-    token). ``head_vocab`` (token ids) restricts the image head to those word pieces,
-    e.g. the ones that occur in the training captions: the projection, the
-    costliest part of the head, shrinks accordingly.
-
-    On a frozen tower, :meth:`use_features` reads tower features computed once
+    occur in the text (what stage 1 of STAIR training optimises). On a frozen
+    tower, :meth:`use_features` reads tower features computed once
     (:class:`encoders.features.TowerFeatures`) instead of running the tower.
     """
 
     kind = "stair"
     takes_images = True
 
-    def __init__(
-        self,
-        model: str | os.PathLike | None = None,
-        *,
-        image_model: str = "ViT-B-16",
-        pretrained: str | None = None,
-        image_config: dict | None = None,
-        text_model: str = "splade-tiny",
-        head_init: str = "random",
-        head_vocab: Sequence[int] | None = None,
-        global_token: bool | None = None,
-        text_expansion: bool = True,
-        device: str | None = None,
-        dtype: str | torch.dtype | None = None,
-        max_length: int | None = None,
-        batch_size: int = 32,
-        progress: bool = False,
-    ):
+    def __init__(self, model: StairModel, tokenizer=None, config: dict | None = None, *, name: str = "stair",
+                 text_expansion: bool = True, device: str | None = None, dtype: str | torch.dtype | None = None,
+                 max_length: int | None = None, batch_size: int = 32, progress: bool = False,
+                 head_copied: Sequence[str] = ()):
+        """Run built modules (with their tokenizer and configuration); :meth:`load` and :meth:`create` make them."""
+        if not isinstance(model, StairModel) or tokenizer is None or config is None:
+            raise InputError(f"StairEncoder({model!r}, ...) takes built modules: open a saved model with "
+                             "StairEncoder.load(path), or build a new one with StairEncoder.create(image_model=..., "
+                             "text_model=...)")
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         if batch_size < 1:
             raise InputError(f"batch_size must be positive, got {batch_size}")
         if max_length is not None and max_length < 2:
             raise InputError(f"max_length must be at least 2, got {max_length}")
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.name = name
+        self.text_expansion = bool(text_expansion)
+        self.max_length = max_length or 256
         self.batch_size = batch_size
         self.progress = progress
-        if model is not None:
-            loc = resolve(str(model), default_kind="stair")
-            if loc.kind != "stair":
-                raise InputError(f"model {model!r} is a {loc.kind} model, not a STAIR directory "
-                                 f"(a STAIR directory has {STAIR_MARKER}); for a new model pass image_model=...")
-            self._load(Path(loc.source))
-            self.name = str(model)
-            if max_length is not None:
-                self.max_length = max_length
-        else:
-            self._create(image_model, pretrained, image_config, text_model, head_init, head_vocab, global_token)
-            self.name = f"stair:{image_model}+{text_model}"
-            self.text_expansion = bool(text_expansion)
-            self.max_length = max_length or 256
+        self.head_copied = list(head_copied)
         self.model.to(device=self.device, dtype=self.dtype).eval()
         self._setup()
         self.last_stats = EncodeStats()
 
-    # ------------------------------------------------------------ building
-    def _create(self, image_model, pretrained, image_config, text_model, head_init, head_vocab=None,
-                global_token=None) -> None:
-        visual, cfg, preprocess = build_image_tower(image_model, pretrained, image_config)
-        tokenizer, text = load_masked_lm(text_model, torch.float32, what="text model")
-        self.tokenizer = tokenizer
-        width = _probe_width(visual, preprocess)
-        dense, norm, decoder = _mlm_head_parts(text)
-        hidden = decoder.weight.shape[1]
-        eps = getattr(norm, "eps", 1e-12) if norm is not None else 1e-12
-        head = TokenHead(width, hidden, decoder.weight.shape[0], eps, head_vocab)
-        if head_init == "mlm":
-            self.head_copied = head.init_from_mlm(text)
-        elif head_init == "random":
-            self.head_copied = []
-        else:
-            raise InputError(f"head_init must be 'mlm' or 'random', not {head_init!r}")
-        self.model = StairModel(visual, head, text)
-        if global_token is None:
-            global_token = isinstance(visual, TimmTower) and visual.spatial
-        self.model.global_token = bool(global_token)
-        self.config = {
-            "format": FORMAT,
-            "image_model": image_model,
-            "image_config": _plain(cfg),
-            "pretrained": pretrained,
-            "preprocess": preprocess,
-            "image_width": width,
-            "head_hidden": hidden,
-            "head_eps": eps,
-            "head_vocab": None if head.out_ids is None else head.out_ids.tolist(),
-            "global_token": bool(global_token),
-            "text_model": text_model,
-        }
+    @classmethod
+    def load(cls, path: str | os.PathLike, **runtime_options) -> "StairEncoder":
+        """The model saved in directory ``path`` (or a registered alias of kind ``stair``).
 
-    def _load(self, path: Path) -> None:
-        from safetensors.torch import load_model
-        from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        ``runtime_options`` are ``device``, ``dtype``, ``max_length`` (default:
+        the saved one; ``None`` counts as not given), ``batch_size`` and
+        ``progress``. What the model is (its towers, head and
+        ``text_expansion``) is recorded in the directory: those arguments of
+        :meth:`create` are refused here.
+        """
+        _check_options("StairEncoder.load", runtime_options, RUNTIME_OPTIONS,
+                       f"a saved model's architecture and text_expansion are recorded in its {STAIR_MARKER} (set "
+                       "encoder.text_expansion after loading to change it); StairEncoder.create(...) builds a new "
+                       "model")
+        loc = resolve(str(path), default_kind="stair")
+        if loc.kind != "stair":
+            raise InputError(f"model {str(path)!r} is a {loc.kind} model, not a STAIR directory (a STAIR directory "
+                             f"has {STAIR_MARKER}); for a new model use StairEncoder.create(image_model=...)")
+        model, tokenizer, config = read_model_dir(loc.source)
+        options = {k: v for k, v in runtime_options.items() if v is not None}
+        options.setdefault("max_length", int(config.get("max_length", 256)))
+        return cls(model, tokenizer, config, name=str(path), text_expansion=bool(config.get("text_expansion", True)),
+                   **options)
 
-        hf_logging.disable_progress_bar()
-        marker = path / STAIR_MARKER
-        try:
-            config = read_meta(marker, FORMAT)
-            image_model = config["image_model"]
-        except (OSError, ValueError, KeyError, UnicodeDecodeError) as e:
-            raise InputError(f"{marker}: not a readable STAIR configuration ({e})") from None
-        cfg = config.get("image_config") or {}
-        if "timm_model" in cfg:
-            visual = TimmTower(cfg["timm_model"])
-        else:
-            open_clip = _open_clip()
-            if image_model not in open_clip.list_models():
-                register_image_config(image_model, cfg)
-            elif open_clip.get_model_config(image_model) != cfg:  # a different model under a known name
-                image_model = register_image_config(f"{image_model}-{_short_hash(cfg)}", cfg)
-            visual = _random_init(image_model).visual
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path / TEXT_DIR))
-            text = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(str(path / TEXT_DIR)))
-        except (OSError, ValueError) as e:
-            raise InputError(f"{path / TEXT_DIR}: the text model's config or tokenizer is missing ({e})") from None
-        vocab_size = text.get_output_embeddings().weight.shape[0]
-        head = TokenHead(int(config["image_width"]), int(config["head_hidden"]), vocab_size,
-                         float(config.get("head_eps", 1e-12)), config.get("head_vocab"))
-        self.model = StairModel(visual, head, text)
-        self.model.global_token = bool(config.get("global_token", False))
-        weights = path / WEIGHTS_FILE
-        if not weights.is_file():
-            raise InputError(f"{weights}: file not found; the STAIR directory is incomplete")
-        try:
-            load_model(self.model, str(weights), strict=True)
-        except Exception as e:  # noqa: BLE001 - safetensors header / shape errors
-            raise InputError(f"{weights}: cannot load the weights ({first_line(e, 300)})") from None
-        self.tokenizer = tokenizer
-        self.config = config
-        self.text_expansion = bool(config.get("text_expansion", True))
-        self.max_length = int(config.get("max_length", 256))
-        self.head_copied = []
+    @classmethod
+    def create(cls, *, image_model: str = "ViT-B-16", pretrained: str | None = None, image_config: dict | None = None,
+               text_model: str = "splade-tiny", head_init: str = "random", head_vocab: Sequence[int] | None = None,
+               global_token: bool | None = None, text_expansion: bool = True, **runtime_options) -> "StairEncoder":
+        """A new model: an image tower, a token-prediction head and the SPLADE text model ``text_model``.
+
+        ``image_model``: an open_clip model name, ``timm:NAME`` or a tower alias
+        (see :func:`encoders.stair_model.build_image_tower`), with weights from
+        ``pretrained`` (``None``: random init, an open_clip tag or a local
+        checkpoint file); ``image_config`` registers a custom open_clip config
+        under that name first. The head starts random by default;
+        ``head_init="mlm"`` copies the text model's MLM head where shapes allow
+        (on a random tower that copy gives strongly negative logits, and every
+        image vector was empty after a few training steps in our runs, so it is
+        not the default). ``head_vocab`` (token ids) restricts the head to those
+        word pieces, e.g. the ones that occur in the training captions
+        (:func:`caption_vocabulary`): the projection, the costliest part of the
+        head, shrinks accordingly. ``global_token`` adds the average of a CNN
+        tower's feature map as one more position for the head (default: on
+        for timm CNN towers, which have no class token).
+
+        ``runtime_options`` are those of :meth:`load` (``max_length`` defaults to 256).
+        """
+        _check_options("StairEncoder.create", runtime_options, MODEL_OPTIONS + RUNTIME_OPTIONS,
+                       "a saved model is opened with StairEncoder.load(path)")
+        model, tokenizer, config, copied = new_model(image_model, pretrained, image_config, text_model, head_init,
+                                                     head_vocab, global_token)
+        options = {k: v for k, v in runtime_options.items() if v is not None}
+        return cls(model, tokenizer, config, name=f"stair:{image_model}+{text_model}", text_expansion=text_expansion,
+                   head_copied=copied, **options)
 
     def _setup(self) -> None:
-        open_clip = _open_clip()
-        pp = self.config["preprocess"]
-        size = pp.get("size", 224)
-        self.image_size = tuple(size) if isinstance(size, (list, tuple)) else (int(size), int(size))
-        self.preprocess = open_clip.image_transform(
-            self.image_size, is_train=False, mean=tuple(pp.get("mean") or ()) or None,
-            std=tuple(pp.get("std") or ()) or None, resize_mode=pp.get("resize_mode"),
-            interpolation=pp.get("interpolation"), fill_color=pp.get("fill_color", 0))
-        self._mean = torch.tensor(pp.get("mean") or open_clip.OPENAI_DATASET_MEAN, dtype=torch.float32).view(3, 1, 1)
-        self._std = torch.tensor(pp.get("std") or open_clip.OPENAI_DATASET_STD, dtype=torch.float32).view(3, 1, 1)
+        self._pixels = Pixels(self.config["preprocess"])
+        self.image_size, self.preprocess = self._pixels.image_size, self._pixels.transform
         self.text_encoder = SpladeEncoder(self.name, hf_model=self.model.text, tokenizer=self.tokenizer,
                                           device=str(self.device), dtype=self.dtype, max_length=self.max_length,
                                           batch_size=self.batch_size)
@@ -240,33 +174,14 @@ class StairEncoder(EncodeAll):
 
     # ---------------------------------------------------------------- saving
     def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
-        """Write the model directory (weights in safetensors, configuration in JSON)."""
-        from safetensors.torch import save_model
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        """Write the model directory (weights in safetensors, configuration in JSON), to open with :meth:`load`."""
         config = dict(self.config, text_expansion=self.text_expansion, max_length=self.max_length,
                       vocab_size=len(self.vocab), vocab_fingerprint=self.vocab.fingerprint, **(extra or {}))
-        (path / TEXT_DIR).mkdir(exist_ok=True)
-        self.model.text.config.save_pretrained(str(path / TEXT_DIR))
-        self.tokenizer.save_pretrained(str(path / TEXT_DIR))
-        tmp = path / (WEIGHTS_FILE + ".tmp")
-        save_model(self.model, str(tmp))
-        os.replace(tmp, path / WEIGHTS_FILE)
-        write_meta(path / STAIR_MARKER, config)
-        return path
+        return write_model_dir(path, self.model, self.tokenizer, config)
 
     def load_weights(self, path: str | os.PathLike) -> None:
         """Load the weights of a saved directory with the same architecture into this model."""
-        from safetensors.torch import load_model
-
-        weights = Path(path) / WEIGHTS_FILE
-        try:
-            load_model(self.model, str(weights), strict=True, device=str(self.device))
-        except FileNotFoundError:
-            raise InputError(f"{weights}: file not found") from None
-        except Exception as e:  # noqa: BLE001
-            raise InputError(f"{weights}: does not fit this model ({first_line(e, 300)})") from None
+        load_weights_into(self.model, path, self.device)
 
     # ------------------------------------------------------------ parameters
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -370,67 +285,19 @@ class StairEncoder(EncodeAll):
         return got
 
     @torch.inference_mode()
-    def _launch_image_batch(self, prepared: "_Prepared") -> torch.Tensor:
+    def _launch_image_batch(self, prepared: PreparedImages) -> torch.Tensor:
         """``[batch, vocab]`` weights of prepared images, on the device (nothing waits for it)."""
-        pixels = self._to_device(prepared, self.device).to(self.dtype)
+        pixels = self._pixels.to_device(prepared, self.device).to(self.dtype)
         return saturate(self.model.image_pooled_logits(pixels), self._excluded)
 
     # ------------------------------------------------------- preprocessing
     def pixels(self, images: Sequence[Any], device: str | torch.device | None = None) -> torch.Tensor:
-        """Model-ready ``[n, 3, H, W]`` float32 pixels on ``device`` (default CPU) for paths, PIL images or tensors.
+        """Model-ready ``[n, 3, H, W]`` float32 pixels on ``device`` (default CPU) for paths, PIL images or tensors
+        (see :mod:`encoders.pixels`)."""
+        return self._pixels(images, device)
 
-        ``[3, H, W]`` tensors already at the model's image size (uint8, or
-        float in [0, 1]) are only normalised, all together on ``device``;
-        anything else is loaded with :func:`lsr.inputs.load_image` (errors
-        name the file) and goes through open_clip's resize, crop and
-        normalisation on the CPU, several images at a time in threads.
-        """
-        device = torch.device(device) if device is not None else torch.device("cpu")
-        return self._to_device(self._prepare(images, pin=device.type == "cuda"), device)
-
-    def _prepare(self, images: Sequence[Any], pin: bool | None = None) -> "_Prepared":
-        """The CPU half of :meth:`pixels`: stacked raw tensors and decoded, transformed images."""
-        pin = self.device.type == "cuda" if pin is None else pin
-        n = len(images)
-        fast = [i for i, im in enumerate(images) if isinstance(im, torch.Tensor) and im.dim() == 3
-                and im.shape[0] == 3 and tuple(im.shape[1:]) == self.image_size]
-        raw = None
-        if fast:
-            raw = torch.stack([images[i].detach().cpu() for i in fast])
-            if raw.dtype != torch.uint8:
-                raw = raw.float()
-                if not bool(torch.isfinite(raw).all()) or raw.min() < 0 or raw.max() > 1:
-                    raise InputError("an image tensor must hold uint8 values or floats in [0, 1]")
-            if pin:
-                raw = raw.pin_memory()
-        fast_set = set(fast)
-        slow = [i for i in range(n) if i not in fast_set]
-        decoded = None
-        if slow:
-            load = lambda im: self.preprocess(load_image(im))  # noqa: E731
-            if len(slow) >= 8:
-                decoded = torch.stack(list(_decode_pool().map(load, [images[i] for i in slow])))
-            else:
-                decoded = torch.stack([load(images[i]) for i in slow])
-            if pin:
-                decoded = decoded.pin_memory()
-        return _Prepared(n, fast, raw, slow, decoded)
-
-    def _to_device(self, prepared: "_Prepared", device: torch.device) -> torch.Tensor:
-        """The GPU half of :meth:`pixels`: copy, scale and normalise."""
-        parts = []
-        if prepared.raw is not None:
-            x = prepared.raw.to(device, non_blocking=True)
-            x = x.float() / 255.0 if x.dtype == torch.uint8 else x
-            parts.append((prepared.fast, (x - self._mean.to(device)) / self._std.to(device)))
-        if prepared.decoded is not None:
-            parts.append((prepared.slow, prepared.decoded.to(device, non_blocking=True)))
-        if len(parts) == 1:
-            return parts[0][1]
-        out = torch.empty(prepared.n, 3, *self.image_size, device=device)
-        for idx, x in parts:
-            out[torch.tensor(idx, device=device)] = x
-        return out
+    def _prepare(self, images: Sequence[Any]) -> PreparedImages:
+        return self._pixels.prepare(images, pin=self.device.type == "cuda")
 
     # ----------------------------------------------------------- training
     def forward_inputs(self, inputs: Sequence[Input], mask_text_to_input: bool = False) -> torch.Tensor:
@@ -503,24 +370,15 @@ class StairEncoder(EncodeAll):
         return f"StairEncoder({self.name!r}, device={self.device}, dtype={self.dtype})"
 
 
-@dataclass
-class _Prepared:
-    n: int
-    fast: list[int]
-    raw: torch.Tensor | None
-    slow: list[int]
-    decoded: torch.Tensor | None
-
-
-_DECODE_POOL: ThreadPoolExecutor | None = None
-
-
-def _decode_pool() -> ThreadPoolExecutor:
-    """Threads that decode and resize images (PIL releases the GIL while it works)."""
-    global _DECODE_POOL
-    if _DECODE_POOL is None:
-        _DECODE_POOL = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="lsr-image")
-    return _DECODE_POOL
+def _check_options(where: str, given: dict, accepted: Sequence[str], hint: str) -> None:
+    """Refuse every option of ``given`` that ``where`` does not take, naming it (with ``hint`` for the options
+    that belong to the other constructor)."""
+    wrong = sorted(set(given) - set(accepted))
+    if not wrong:
+        return
+    misplaced = [k for k in wrong if k in MODEL_OPTIONS or k in ("model", "path")]
+    why = f"; {hint}" if misplaced else ""
+    raise InputError(f"{where} does not take {', '.join(wrong)} (it takes {', '.join(accepted)}){why}")
 
 
 def _inputs_or_empty(items) -> list[Input | None]:
@@ -534,29 +392,6 @@ def _inputs_or_empty(items) -> list[Input | None]:
     kept = as_inputs([x for x, b in zip(items, blank) if not b])
     it = iter(kept)
     return [None if b else next(it) for b in blank]
-
-
-def caption_vocabulary(text_model: str, texts: Sequence[str]) -> list[int]:
-    """Ids of the word pieces (special tokens aside) that occur in ``texts`` under ``text_model``'s tokenizer."""
-    from transformers import AutoTokenizer
-
-    loc = resolve(text_model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(loc.source, local_files_only=loc.is_local)
-    except (OSError, ValueError) as e:
-        raise EnvironmentProblem(f"cannot load the tokenizer of {text_model!r} ({first_line(e, 300)})") from None
-    special = set(tokenizer.all_special_ids)
-    seen: set[int] = set()
-    for s in range(0, len(texts), 4096):
-        for ids in tokenizer(list(texts[s:s + 4096]), add_special_tokens=False)["input_ids"]:
-            seen.update(ids)
-    return sorted(seen - special)
-
-
-def _short_hash(obj) -> str:
-    import hashlib
-
-    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _scatter_dense(vec: torch.Tensor, rows: list[int], n: int) -> torch.Tensor:

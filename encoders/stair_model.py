@@ -3,20 +3,16 @@ that holds them with the SPLADE text model."""
 
 from __future__ import annotations
 
-import atexit
 import json
-import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from lsr.errors import EnvironmentProblem, InputError, first_line
+from lsr.errors import InputError
 from lsr.pooling import fill_padding, max_projection
 
+from .open_clip_models import create_open_clip, open_clip_module, register_image_config
 from .towers import TimmTower, build_timm_tower, is_timm_tower
 
 #: Small open_clip configurations for tests and synthetic experiments (random init only).
@@ -28,50 +24,8 @@ TINY_IMAGE_CONFIGS: dict[str, dict] = {
     },
 }
 
-_CONFIG_DIR: Path | None = None
-
-
-def _open_clip():
-    try:
-        import open_clip
-    except ImportError as e:  # pragma: no cover - depends on the installation
-        raise EnvironmentProblem(f"open_clip is needed for image encoders ({e}); pip install open_clip_torch "
-                                 "torchvision") from None
-    return open_clip
-
 
 # ------------------------------------------------------------ image towers
-def register_image_config(name: str, config: dict) -> str:
-    """Make an open_clip model configuration available to ``open_clip.create_model`` as ``name``.
-
-    ``config`` is an open_clip model config (``embed_dim``, ``vision_cfg``,
-    ``text_cfg``). Registering the same config twice is a no-op; a different
-    config under a name open_clip already knows is refused.
-    """
-    global _CONFIG_DIR
-    open_clip = _open_clip()
-    if not isinstance(config, dict) or not all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
-        raise InputError(f"image model config {name!r} needs 'embed_dim', 'vision_cfg' and 'text_cfg'")
-    if not name or "/" in name or os.sep in name:
-        raise InputError(f"image model name {name!r} must be a plain name")
-    if name in open_clip.list_models():
-        if open_clip.get_model_config(name) == config:
-            return name
-        raise InputError(f"open_clip already has a different model called {name!r}; register under another name")
-    if _CONFIG_DIR is None:
-        _CONFIG_DIR = Path(tempfile.mkdtemp(prefix="lsr-open-clip-configs-"))
-        atexit.register(shutil.rmtree, _CONFIG_DIR, True)
-    path = _CONFIG_DIR / f"{name}.json"
-    path.write_text(json.dumps(config), encoding="utf-8")
-    open_clip.add_model_config(path)
-    return name
-
-
-def _looks_like_file(pretrained: str) -> bool:
-    return (os.sep in pretrained or "/" in pretrained or pretrained.startswith(("~", "."))
-            or Path(pretrained).suffix.lower() in (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz"))
-
-
 def build_image_tower(image_model: str, pretrained: str | None = None,
                       image_config: dict | None = None) -> tuple[nn.Module, dict, dict]:
     """An open_clip image tower: ``(visual module, open_clip model config, preprocessing config)``.
@@ -91,78 +45,21 @@ def build_image_tower(image_model: str, pretrained: str | None = None,
             raise InputError(f"image_config applies to open_clip models, not to {image_model!r}")
         tower = build_timm_tower(image_model, pretrained)
         return tower, {"timm_model": tower.model_name}, tower.preprocess_config()
-    open_clip = _open_clip()
+    open_clip = open_clip_module()
     if image_config is not None:
         register_image_config(image_model, image_config)
     elif image_model in TINY_IMAGE_CONFIGS:
         register_image_config(image_model, TINY_IMAGE_CONFIGS[image_model])
-    if image_model not in open_clip.list_models():
-        raise InputError(f"image model {image_model!r} is not an open_clip model name; see "
-                         "open_clip.list_models() (e.g. ViT-B-16) or register a config with register_image_config")
+    if image_model.startswith("hf-hub:"):
+        raise InputError(f"image model {image_model!r}: a STAIR tower needs an open_clip model name (its config is "
+                         "saved with the model); see open_clip.list_models()")
+    model, _ = create_open_clip(image_model, pretrained, image_tower_only=True)
     config = open_clip.get_model_config(image_model)
-    if pretrained is None or pretrained == "":
-        model = _random_init(image_model)
-    elif Path(os.path.expanduser(pretrained)).is_file() or _looks_like_file(pretrained):
-        model = _from_checkpoint_file(image_model, Path(os.path.expanduser(pretrained)))
-    else:
-        tags = open_clip.list_pretrained_tags_by_model(image_model)
-        if pretrained not in tags:
-            raise InputError(f"pretrained {pretrained!r} is neither an existing checkpoint file nor an open_clip tag of "
-                             f"{image_model} (tags: {', '.join(tags) or 'none'})")
-        try:
-            model = open_clip.create_model(image_model, pretrained=pretrained)
-        except Exception as e:  # noqa: BLE001 - download and conversion errors from open_clip
-            raise EnvironmentProblem(
-                f"cannot load open_clip weights {image_model}/{pretrained} ({first_line(e, 300)}); tags are downloaded "
-                "from the model hub, which needs network access: download the checkpoint once and pass its path "
-                "as pretrained") from None
     visual = model.visual
     preprocess = dict(getattr(visual, "preprocess_cfg", None) or {})
     preprocess.setdefault("size", getattr(visual, "image_size", 224))
     del model  # the text tower of the CLIP model is not used
     return visual, config, _plain(preprocess)
-
-
-def _random_init(image_model: str) -> nn.Module:
-    """``open_clip.create_model`` without weights, without its "initialized randomly" warning."""
-    import logging
-
-    open_clip = _open_clip()
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        return open_clip.create_model(image_model)
-    finally:
-        logging.disable(previous)
-
-
-def _from_checkpoint_file(image_model: str, path: Path) -> nn.Module:
-    open_clip = _open_clip()
-    from open_clip.factory import load_state_dict
-
-    if not path.is_file():
-        raise InputError(f"checkpoint {path}: file not found")
-    try:
-        state = load_state_dict(str(path))
-    except Exception as e:  # noqa: BLE001 - torch.load / safetensors raise many types on bad files
-        raise InputError(f"checkpoint {path}: not a readable torch or safetensors checkpoint "
-                         f"({first_line(e, 300)})") from None
-    if not isinstance(state, dict) or not state:
-        raise InputError(f"checkpoint {path}: holds no state dict")
-    model = _random_init(image_model)
-    if any(k.startswith("visual.") for k in state) and any(not k.startswith("visual.") for k in state):
-        try:
-            open_clip.load_checkpoint(model, str(path), strict=True)
-            return model
-        except Exception:  # noqa: BLE001 - fall back to the image tower part of the file
-            pass
-    sub = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")} or state
-    try:
-        model.visual.load_state_dict(sub, strict=True)
-    except RuntimeError as e:
-        raise InputError(f"checkpoint {path}: does not fit open_clip model {image_model} "
-                         f"({first_line(e, 300)}); pass the model name the checkpoint was trained with") from None
-    return model
 
 
 def _plain(obj):

@@ -1,6 +1,6 @@
 """Image towers from timm, and the registry of named towers with weights that install offline.
 
-open_clip's own model names are handled in :mod:`encoders.stair`; this module adds
+open_clip's own model names are handled in :mod:`encoders.open_clip_models`; this module adds
 
 * ``timm:NAME`` for any timm model (``timm.list_models()``), random or from a
   local checkpoint file, with the image transform timm records for it;

@@ -134,9 +134,9 @@ def decode(vector: Any, top_k: int | None = 20, vocab: Vocabulary | None = None,
 def inspect_input(encoder, item: Any, top_k: int | None = 20, role: str = "query") -> list[TokenWeight]:
     """Encode one input (a string or :class:`~lsr.inputs.Input`) and decode its ``top_k`` tokens.
 
-    ``role`` picks ``encoder.encode_queries`` or ``encoder.encode_documents``.
-    Text-only encoders get the text (with its instruction) as a string; an
-    image given to a text-only encoder is refused.
+    ``role`` picks ``encoder.encode_queries`` or ``encoder.encode_documents``,
+    which get the input as an :class:`~lsr.inputs.Input`: a text-only encoder
+    encodes its text with the instruction in front and refuses an image.
     """
     return decode(encode_one(encoder, item, role), top_k=top_k)
 
@@ -154,13 +154,7 @@ def encode_one(encoder, item: Any, role: str = "query"):
     if not isinstance(item, Input):
         raise InputError(f"cannot encode {type(item).__name__}; pass a string or lsr.inputs.Input")
     encode = encoder.encode_queries if role == "query" else encoder.encode_documents
-    if getattr(encoder, "kind", None) == "splade":
-        if item.image is not None:
-            raise InputError(f"model {getattr(encoder, 'name', '?')!r} is a text-only SPLADE model; images need "
-                             "an image encoder (a STAIR model)")
-        batch = encode([item.text_with_instruction()])
-    else:
-        batch = encode([item])
+    batch = encode([item])
     if len(batch) != 1:
         raise InputError(f"the encoder returned {len(batch)} vectors for one input")
     return batch

@@ -62,6 +62,24 @@ def as_inputs(items: Sequence[Any]) -> list[Input]:
     return out
 
 
+def without_images(items: Sequence[Any]) -> list[Input | str]:
+    """``items`` as a text-only model takes them: every input without its image.
+
+    An input with text keeps its text and instruction; one without text (an
+    image alone) becomes its instruction alone as a string, or ``""`` when it
+    has none (an empty vector for a sparse encoder). Strings stay as they are.
+    """
+    out: list[Input | str] = []
+    for x in items:
+        if not isinstance(x, Input) or x.image is None:
+            out.append(x)
+        elif x.has_text:
+            out.append(Input(text=x.text, instruction=x.instruction))
+        else:
+            out.append(x.text_with_instruction())
+    return out
+
+
 def load_image(image: Any, max_pixels: int = 16_000_000):
     """A PIL RGB image from a path, a PIL image or a ``[3, H, W]`` / ``[H, W, 3]`` tensor or array.
 

@@ -93,7 +93,7 @@ def test_cli_names_file_and_line_of_bad_records(tmp_path, data, message):
 def test_encode_accepts_a_stair_model_directory(tmp_path):
     from encoders.stair import StairEncoder
 
-    StairEncoder(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu").save(tmp_path / "stair")
+    StairEncoder.create(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu").save(tmp_path / "stair")
     corpus = tmp_path / "c.jsonl"
     corpus.write_text('{"_id": "a", "text": "a red circle on the left"}\n')
     out = run_lsr("encode", "--model", tmp_path / "stair", "--input", corpus, "--output", tmp_path / "v")
@@ -132,7 +132,7 @@ def test_image_corpus_through_encode_index_and_search(tmp_path):
     from lsr.inputs import Input
 
     model = tmp_path / "stair"
-    StairEncoder(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu").save(model)
+    StairEncoder.create(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu").save(model)
     (tmp_path / "img").mkdir()
     for name, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
         Image.new("RGB", (40, 40), colour).save(tmp_path / "img" / f"{name}.png")
@@ -149,7 +149,7 @@ def test_image_corpus_through_encode_index_and_search(tmp_path):
     assert [x["id"] for x in lines] == ["t", "i", "p"]
     assert lines[1]["contents"] == str(tmp_path / "img" / "red.png") and lines[2]["contents"] == "a blue square"
 
-    stair = StairEncoder(model, device="cpu")
+    stair = StairEncoder.load(model, device="cpu")
     want = stair.encode_documents([Input(text="a wing in supersonic flow"),
                                    Input(image=str(tmp_path / "img" / "red.png")),
                                    Input(text="a blue square", image=str(tmp_path / "img" / "blue.png"))])
@@ -282,7 +282,7 @@ def test_search_encode_and_inspect_use_a_stair_directorys_saved_max_length(tmp_p
     """A flag the user did not give must not override what a saved model records."""
     from encoders.stair import StairEncoder
 
-    StairEncoder(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu", max_length=8).save(
+    StairEncoder.create(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu", max_length=8).save(
         tmp_path / "stair")
     assert json.loads((tmp_path / "stair" / "lsr-stair.json").read_text())["max_length"] == 8
     corpus = tmp_path / "c.jsonl"

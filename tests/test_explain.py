@@ -295,7 +295,7 @@ def test_cli_inspect_image(tmp_path, capsys):
     from encoders.stair import StairEncoder
 
     # a randomly initialised small STAIR model (no image weights are available offline), saved and loaded by path
-    StairEncoder(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu").save(tmp_path / "stair")
+    StairEncoder.create(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu").save(tmp_path / "stair")
     html = tmp_path / "image.html"
     rc = main(["inspect", "--model", str(tmp_path / "stair"), "--device", "cpu", "--image", str(path),
                "--text", "an astronaut", "--top", "6", "--json", "--html", str(html)])

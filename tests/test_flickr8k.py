@@ -162,7 +162,8 @@ def test_cached_features_give_the_tower_vectors(tmp_path, dev_small):
 
     torch.manual_seed(0)
     vocab = caption_vocabulary("splade-tiny", dev_small.captions)
-    enc = StairEncoder(image_model="efficientnet-lite0", text_model="splade-tiny", head_vocab=vocab, batch_size=4)
+    enc = StairEncoder.create(image_model="efficientnet-lite0", text_model="splade-tiny", head_vocab=vocab,
+                              batch_size=4)
     assert enc.model.head.decoder.weight.shape[0] == len(vocab) < 1000
     images = [Input(image=p) for p in dev_small.images]
     direct = enc.encode_documents(images)
@@ -176,7 +177,7 @@ def test_cached_features_give_the_tower_vectors(tmp_path, dev_small):
     assert set(direct.indices.tolist()) <= set(vocab)  # only the head's word pieces
     # saved and loaded: the same model and vectors
     enc.save(tmp_path / "stair")
-    back = StairEncoder(str(tmp_path / "stair"))
+    back = StairEncoder.load(str(tmp_path / "stair"))
     back.use_features(feats)
     assert np.array_equal(back.encode_documents(images).to_scipy().toarray(), cached.to_scipy().toarray())
 

@@ -433,11 +433,28 @@ def test_eval_mbeir_text_rows_with_real_splade_and_minilm_fusion(fixture, tmp_pa
     assert "text -> text" in out.out and "fused: splade-tiny + minilm" in out.out
 
 
+def test_text_only_models_leave_images_out_and_say_how_many(fixture, tmp_path, capsys):
+    """SPLADE (Lucene) and MiniLM (exhaustive cosine) on every task: each input is encoded without its image;
+    image-only candidates get no vector (not indexed) and the images left out are counted and reported."""
+    root = fixture.root
+    out = run_cli(["--data", root, "--queries", "query/test", "--pool", fixture.global_pool, "--model", "splade-tiny",
+                   "--rerank", "minilm", "--device", "cpu", "--json", tmp_path / "r.json"], capsys)
+    mset = load_set(root, [root / "query" / "test"], [fixture.global_pool])
+    images = sum(c.image is not None for c in mset.pool) + sum(q.image is not None for q in mset.queries)
+    with_text = sum(bool(c.text and c.text.strip()) for c in mset.pool)
+    assert 0 < with_text < len(mset.pool) and images > 0
+    assert out.err.count(f"text-only model, {images} images ignored") == 2
+    assert f"{with_text} candidates indexed" in out.err
+    systems = json.loads((tmp_path / "r.json").read_text())["systems"]
+    assert [s["settings"]["evaluated_as"].endswith(", text only") for s in systems] == [True, True, False]
+    assert systems[0]["settings"]["indexed"] == with_text
+
+
 @pytest.mark.slow
 def test_eval_mbeir_end_to_end_with_a_random_stair_model(fixture, tmp_path, capsys):
     from encoders.stair import StairEncoder
 
-    model_dir = StairEncoder(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu").save(
+    model_dir = StairEncoder.create(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu").save(
         tmp_path / "stair")
     out = run_cli(["--data", fixture.root, "--queries", "query/test", "--pool", "cand_pool/local",
                    "--qrels", "qrels/test", "--model", model_dir, "--device", "cpu", "--max-query-terms", 64,

@@ -73,6 +73,44 @@ def test_bad_arguments(tiny):
         tiny.encode_documents(["a", "b"], ids=["x"])
 
 
+def test_an_input_is_encoded_as_its_text_with_the_instruction_in_front(tiny):
+    from lsr.inputs import Input
+
+    instruction = "Retrieve a passage that answers this question."
+    text = "How does the drag of a swept wing change at supersonic speed?"
+    item = Input(text=text, instruction=instruction)
+    want = tiny.encode_documents([f"{instruction} {text}", "heat"]).to_scipy().toarray()
+    # texts and Inputs mix in one batch; the batch, the chunked iterator and the single-query path agree
+    got = tiny.encode_documents([item, Input(text="heat")]).to_scipy().toarray()
+    assert np.array_equal(got, want)
+    # (a batch of one pads differently from a batch of two: equal up to float32 rounding)
+    chunks = [c.to_scipy().toarray() for c in tiny.iter_encode([item, text], chunk_size=1)]
+    np.testing.assert_allclose(chunks[0], want[:1], atol=1e-5)
+    assert np.abs(chunks[1] - want[:1]).max() > 0.01  # the instruction changes the vector
+    one = tiny.encode_query(item, "q")
+    assert one.ids == ("q",)
+    np.testing.assert_allclose(one.to_scipy().toarray(), want[:1], atol=1e-5)
+    assert tiny.encode_queries([item]).to_dict(0) == tiny.encode_query(f"{instruction} {text}").to_dict(0)
+    assert tiny.encode_query(Input(text="heat", instruction="  ")).to_dict(0) == tiny.encode_query("heat").to_dict(0)
+
+
+def test_an_input_with_an_image_is_refused_naming_it(tiny):
+    from lsr.inputs import Input
+
+    items = ["heat", Input(text="a cat on a mat", image="img/cat.jpg")]
+    message = (r"input #1 has an image \(img/cat\.jpg\), but 'tiny-random-bert' is a text-only SPLADE model; use a "
+               r"STAIR model for images, or drop the image from the input")
+    for encode in (tiny.encode_documents, tiny.encode_queries, lambda xs: list(tiny.iter_encode(xs))):
+        with pytest.raises(InputError, match=message):
+            encode(items)
+    with pytest.raises(InputError, match=r"input #0 has an image, but 'tiny-random-bert' is a text-only SPLADE"):
+        tiny.encode_query(Input(image=np.zeros((8, 8, 3), np.uint8)))
+    with pytest.raises(InputError, match="got a single Input"):
+        tiny.encode_queries(Input(text="heat"))
+    with pytest.raises(InputError, match=r"text #1 is int, expected str or lsr.inputs.Input"):
+        tiny.encode_queries(["heat", 3])
+
+
 def test_registry():
     loc = resolve("splade-tiny")
     assert loc.kind == "splade" and loc.is_local

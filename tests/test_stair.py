@@ -22,7 +22,7 @@ def stair():
     from encoders.stair import StairEncoder
 
     torch.manual_seed(0)
-    enc = StairEncoder(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu")
+    enc = StairEncoder.create(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu")
     with torch.no_grad():
         enc.model.head.decoder.bias.fill_(-1.6)
     return enc
@@ -114,11 +114,48 @@ def test_save_load_roundtrip_and_registry(tmp_path, stair):
     assert json.loads((path / "lsr-stair.json").read_text())["image_model"] == "stair-tiny-vit"
     loc = resolve(str(path))
     assert loc.kind == "stair" and loc.is_local
-    loaded = StairEncoder(str(path), device="cpu")
+    loaded = StairEncoder.load(str(path), device="cpu")
     inputs = [Input(text="a blue star"), Input(image=_image((30, 30, 200))), Input(text="x", image=_image())]
     assert torch.equal(_dense(loaded.encode_documents(inputs)), _dense(stair.encode_documents(inputs)))
     with pytest.raises(InputError, match="not a STAIR directory"):
-        StairEncoder("splade-tiny")
+        StairEncoder.load("splade-tiny")
+
+
+def test_load_and_create_take_only_the_arguments_that_apply(tmp_path, stair):
+    from encoders.registry import load
+    from encoders.stair import StairEncoder
+
+    path = stair.save(tmp_path / "model")
+    # what a saved model is was recorded with it: load refuses the arguments that build a new model
+    for option in ({"image_model": "ViT-B-16"}, {"pretrained": "x.pt"}, {"text_model": "splade-tiny"},
+                   {"head_vocab": [1000, 1001]}, {"head_init": "mlm"}, {"global_token": True},
+                   {"image_config": {}}, {"text_expansion": False}):
+        (name,) = option
+        with pytest.raises(InputError, match=rf"StairEncoder.load does not take {name} \(it takes device, dtype, "
+                                             r"max_length, batch_size, progress\); .*recorded in its lsr-stair.json"):
+            StairEncoder.load(path, device="cpu", **option)
+    with pytest.raises(InputError, match=r"does not take cuda_graphs \(it takes [^)]*\)$"):
+        StairEncoder.load(path, device="cpu", cuda_graphs=True)
+    # the runtime options apply; max_length=None keeps the saved one
+    loaded = StairEncoder.load(path, device="cpu", dtype="float32", max_length=12, batch_size=3, progress=False)
+    assert (loaded.max_length, loaded.text_encoder.max_length, loaded.batch_size) == (12, 12, 3)
+    saved12 = loaded.save(tmp_path / "model-12")
+    assert StairEncoder.load(saved12, device="cpu", max_length=None).max_length == 12
+    via_registry = load(str(path), device="cpu", max_length=20, batch_size=None)
+    assert isinstance(via_registry, StairEncoder) and via_registry.max_length == 20
+    # create builds from towers: a saved model's path is not among its arguments
+    for option in ({"model": str(path)}, {"path": str(path)}):
+        with pytest.raises(InputError, match=r"StairEncoder.create does not take (model|path) .*"
+                                             r"a saved model is opened with StairEncoder.load\(path\)"):
+            StairEncoder.create(image_model="stair-tiny-vit", device="cpu", **option)
+    with pytest.raises(InputError, match="does not take cuda_graphs"):
+        StairEncoder.create(image_model="stair-tiny-vit", device="cpu", cuda_graphs=True)
+    with pytest.raises(TypeError):
+        StairEncoder.create(str(path))  # keywords only: no positional model or path
+    with pytest.raises(InputError, match=r"takes built modules: open a saved model with StairEncoder.load\(path\)"):
+        StairEncoder(str(path), device="cpu")
+    with pytest.raises(InputError, match="head_init must be"):
+        StairEncoder.create(image_model="stair-tiny-vit", head_init="copy", device="cpu")
 
 
 def test_text_expansion_off_keeps_text_vectors_to_their_own_tokens(stair):
@@ -143,7 +180,7 @@ def test_open_clip_checkpoint_from_a_local_file(tmp_path):
     clip = open_clip.create_model("stair-tiny-vit")
     full = tmp_path / "open_clip_model.pt"
     torch.save(clip.state_dict(), full)  # a full CLIP state dict, as open_clip training writes
-    enc = StairEncoder(image_model="stair-tiny-vit", pretrained=str(full), device="cpu")
+    enc = StairEncoder.create(image_model="stair-tiny-vit", pretrained=str(full), device="cpu")
     for name, p in clip.visual.state_dict().items():
         assert torch.equal(enc.model.visual.state_dict()[name], p), name
 
@@ -165,9 +202,9 @@ def test_open_clip_checkpoint_from_a_local_file(tmp_path):
         build_image_tower("stair-tiny-vit", str(bad))
     with pytest.raises(InputError, match="file not found"):
         build_image_tower("stair-tiny-vit", str(tmp_path / "missing.pt"))
-    with pytest.raises(InputError, match="neither an existing checkpoint file nor an open_clip tag"):
+    with pytest.raises(InputError, match="neither a local checkpoint file nor a known tag"):
         build_image_tower("ViT-B-16", "no-such-tag")
-    with pytest.raises(InputError, match="not an open_clip model name"):
+    with pytest.raises(InputError, match="open_clip has no model 'ViT-Q-99'"):
         build_image_tower("ViT-Q-99")
 
 

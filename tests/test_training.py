@@ -95,7 +95,8 @@ def _encoder():
     from encoders.stair import StairEncoder
 
     torch.manual_seed(0)
-    return StairEncoder(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu", max_length=32)
+    return StairEncoder.create(image_model="stair-tiny-vit", text_model="splade-tiny", device="cpu",
+                               max_length=32)
 
 
 def _snapshot(params):
@@ -121,7 +122,7 @@ def test_stage_2_leaves_the_image_side_unchanged_and_stage_1_masks_text(tmp_path
     assert len(log1) == 3 and all(set(r) >= {"loss", "contrastive", "flops_q", "flops_d", "nnz_q", "nnz_d"} for r in log1)
     assert all(0 < r["nnz_q"] <= 6 for r in log1), log1
     # the stage-1 model is saved with text expansion off and reloads that way
-    saved = StairEncoder(str(tmp_path / "s1" / "final"), device="cpu")
+    saved = StairEncoder.load(str(tmp_path / "s1" / "final"), device="cpu")
     assert saved.text_expansion is False
     allowed = {saved.vocab.tokens[i] for i in saved.tokenizer("a red square on the left")["input_ids"]}
     assert set(saved.encode_queries(["a red square on the left"]).to_dict(0)) <= allowed
@@ -133,7 +134,7 @@ def test_stage_2_leaves_the_image_side_unchanged_and_stage_1_masks_text(tmp_path
     assert sum(not torch.equal(a, b) for a, b in zip(text1, groups["text"])) > len(text1) // 2
     # stage 2 does not mask: text vectors expand beyond their own word pieces
     assert all(r["nnz_q"] > 6 for r in read_log(tmp_path / "s2"))
-    assert StairEncoder(str(tmp_path / "s2" / "final"), device="cpu").text_expansion is True
+    assert StairEncoder.load(str(tmp_path / "s2" / "final"), device="cpu").text_expansion is True
 
 
 def test_checkpoints_resume_to_the_same_weights(tmp_path):
@@ -250,7 +251,7 @@ def test_lsr_train_from_config_files(tmp_path, capsys):
     final = tmp_path / "run1" / "final"
     assert resolve(str(final)).kind == "stair"
     assert (final / "model.safetensors").is_file() and (tmp_path / "run1" / "checkpoint-0000002").is_dir()
-    assert StairEncoder(str(final), device="cpu").text_expansion is False
+    assert StairEncoder.load(str(final), device="cpu").text_expansion is False
 
     # TOML, a [train] table, and command-line overrides: continue with stage 2 from the stage-1 model
     (tmp_path / "train.toml").write_text(
@@ -262,7 +263,7 @@ def test_lsr_train_from_config_files(tmp_path, capsys):
     assert main(["train", "--config", str(tmp_path / "train.toml"), "--stage", "2", "--model", str(final),
                  "--lambda-q", "0.001"]) == 0
     capsys.readouterr()
-    assert StairEncoder(str(tmp_path / "run2" / "final"), device="cpu").text_expansion is True
+    assert StairEncoder.load(str(tmp_path / "run2" / "final"), device="cpu").text_expansion is True
     assert read_log(tmp_path / "run2")[-1]["lambda_q"] == pytest.approx(0.001)
 
     (tmp_path / "bad.json").write_text(json.dumps({"stepz": 3}))

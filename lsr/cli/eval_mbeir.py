@@ -74,64 +74,33 @@ def register(sub) -> dict:
 
 
 # ------------------------------------------------------------------ models
-class TextOnlySparse:
-    """A text-only sparse encoder (SPLADE) applied to M-BEIR inputs.
-
-    Each input's text, with its instruction in front, is encoded; images are
-    ignored, so an image-only candidate gets an empty vector (it is reported
-    and not indexed) and an image-only query is its instruction alone.
-    """
-
-    kind = "splade-text-only"
-
-    def __init__(self, encoder):
-        self.encoder = encoder
-        self.name = encoder.name
-        self.vocab = encoder.vocab
-        self.ignored_images = 0
-
-    def _texts(self, inputs) -> list[str]:
-        from lsr.inputs import as_inputs
-
-        items = as_inputs(inputs)
-        self.ignored_images += sum(1 for x in items if x.image is not None)
-        return [x.text_with_instruction() for x in items]
-
-    def encode_queries(self, inputs):
-        return self.encoder.encode_queries(self._texts(inputs))
-
-    def encode_documents(self, inputs):
-        return self.encoder.encode_documents(self._texts(inputs))
-
-
 class TextOnlyDense:
     """A text-only dense encoder (a sentence embedder) applied to M-BEIR inputs.
 
-    Each input's text, with its instruction in front, is embedded; images are
-    ignored, and an input without text (an image-only candidate) gets a zero
-    vector, so its cosine score is 0 for every query.
+    Each input is embedded without its image (:func:`lsr.inputs.without_images`:
+    its text with the instruction in front), and an input left without text
+    (an image-only candidate) gets a zero vector, so its cosine score is 0 for
+    every query.
     """
 
     kind = "sentence-text-only"
+    takes_images = False
 
     def __init__(self, encoder):
         self.encoder = encoder
         self.name = encoder.name
         self.dim = encoder.dim
-        self.ignored_images = 0
 
     def _embed(self, fn, inputs):
         import numpy as np
 
-        from lsr.inputs import as_inputs
+        from lsr.inputs import without_images
 
-        items = as_inputs(inputs)
-        self.ignored_images += sum(1 for x in items if x.image is not None)
-        texts = [x.text_with_instruction() for x in items]
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        rows = [i for i, t in enumerate(texts) if t.strip()]
+        items = without_images(inputs)
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        rows = [i for i, x in enumerate(items) if not isinstance(x, str) or x.strip()]
         if rows:
-            out[rows] = fn([texts[i] for i in rows])
+            out[rows] = fn([items[i] for i in rows])
         return out
 
     def encode_queries(self, inputs):
@@ -139,6 +108,18 @@ class TextOnlyDense:
 
     def encode_documents(self, inputs):
         return self._embed(self.encoder.encode_documents, inputs)
+
+
+def text_only(encoder) -> bool:
+    """Whether ``encoder`` takes text only (SPLADE, a wrapped sentence embedder). Such a model is given the
+    inputs without their images (:func:`lsr.inputs.without_images`): an image-only candidate gets an empty
+    vector (it is reported and not indexed) and an image-only query is its instruction alone."""
+    return getattr(encoder, "takes_images", True) is False
+
+
+def ignored_images(mset, query_inputs) -> int:
+    """How many images a text-only model leaves out: those of the candidates and of the queries."""
+    return sum(c.image is not None for c in mset.pool) + sum(x.image is not None for x in query_inputs)
 
 
 def model_kind(name: str) -> str:
@@ -150,8 +131,8 @@ def model_kind(name: str) -> str:
 
 def load_model(name: str, kind: str = "auto", *, device: str | None = None, dtype: str = "auto",
                batch_size: int = 32, max_length: int | None = None, progress: bool = True):
-    """``(encoder, kind)`` for a model name; text-only models (SPLADE, sentence embedders) are wrapped in
-    :class:`TextOnlySparse` / :class:`TextOnlyDense`."""
+    """``(encoder, kind)`` for a model name; sentence embedders are wrapped in :class:`TextOnlyDense`
+    (a SPLADE model takes the inputs without their images as they are, see :func:`text_only`)."""
     from encoders.registry import load
 
     kind = model_kind(name) if kind == "auto" else kind
@@ -159,7 +140,7 @@ def load_model(name: str, kind: str = "auto", *, device: str | None = None, dtyp
                  progress=progress)
     if kind == DENSE:
         return (TextOnlyDense(model) if getattr(model, "kind", "") == "sentence" else model), DENSE
-    return (TextOnlySparse(model) if model.kind == "splade" else model), SPARSE
+    return model, SPARSE
 
 
 # ---------------------------------------------------------- sparse, Lucene
@@ -178,14 +159,16 @@ def _encode_sparse(encoder, inputs, ids: Sequence[str], role: str, chunk_size: i
     from lsr.progress import tqdm
 
     from lsr.errors import InputError
+    from lsr.inputs import without_images
     from lsr.sparse import SparseBatch
 
     fn = encoder.encode_queries if role == "query" else encoder.encode_documents
+    strip = text_only(encoder)
     desc = "encode queries" if role == "query" else "encode candidates"
     with tqdm(total=len(inputs), unit="input", desc=desc, disable=not progress) as bar:
         for s in range(0, len(inputs), chunk_size):
             chunk = list(inputs[s:s + chunk_size])
-            batch = fn(chunk)
+            batch = fn(without_images(chunk) if strip else chunk)
             if not isinstance(batch, SparseBatch) or len(batch) != len(chunk):
                 raise InputError(f"{encoder.name}: encode_{role}s must return a SparseBatch with one row per input "
                                  f"(got {type(batch).__name__} for {len(chunk)} inputs)")
@@ -373,14 +356,15 @@ def cmd_eval_mbeir(args) -> int:
             if "query_terms_mean" in runs.info:
                 note += f"; {runs.info['indexed']} candidates indexed, {runs.info['query_terms_mean']:.0f} terms " \
                         "per query on average"
-            if isinstance(encoder, (TextOnlySparse, TextOnlyDense)) and encoder.ignored_images:
-                note += f"; text-only model, {encoder.ignored_images} images ignored"
+            ignored = ignored_images(mset, query_inputs) if text_only(encoder) else 0
+            if ignored:
+                note += f"; text-only model, {ignored} images ignored"
             print(f"{name}: {kind}, {where}, {time.perf_counter() - t1:.1f}s{note}", file=sys.stderr)
             what = f"{kind}, {where}"
             if kind == SPARSE and (args.max_query_terms or args.max_doc_terms):
                 what += f", pruned to {args.max_query_terms or 'all'} query / {args.max_doc_terms or 'all'} " \
                         "candidate terms"
-            if isinstance(encoder, (TextOnlySparse, TextOnlyDense)):
+            if text_only(encoder):
                 what += ", text only"
             systems.append((runs, what))
         if args.rerank:

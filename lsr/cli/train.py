@@ -70,7 +70,7 @@ def build_encoder(config, pairs=None):
     from encoders.stair import StairEncoder, caption_vocabulary
 
     if config.model:
-        return StairEncoder(config.model, device="cpu", dtype="float32", max_length=config.max_length)
+        return StairEncoder.load(config.model, device="cpu", dtype="float32", max_length=config.max_length)
     head_vocab = None
     if config.head_vocab == "captions":
         if not pairs:
@@ -79,5 +79,6 @@ def build_encoder(config, pairs=None):
             raise InputError("head_vocab = 'captions' needs the training pairs")
         head_vocab = caption_vocabulary(config.text_model, [x.text_with_instruction() for p in pairs
                                                             for x in (p.query, p.document) if x.has_text])
-    return StairEncoder(image_model=config.image_model, pretrained=config.pretrained, text_model=config.text_model,
-                        device="cpu", dtype="float32", max_length=config.max_length, head_vocab=head_vocab)
+    return StairEncoder.create(image_model=config.image_model, pretrained=config.pretrained,
+                               text_model=config.text_model, device="cpu", dtype="float32",
+                               max_length=config.max_length, head_vocab=head_vocab)
