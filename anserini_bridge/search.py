@@ -89,12 +89,7 @@ class ImpactSearcher(SparseRetriever):
                     raise IndexMismatchError(f"{self.index_dir} was quantized with {meta.quantization} (recorded "
                                              f"in {INDEX_META}), not {quantizer}; leave the quantization out")
         self.meta = meta
-        S = jvm.autoclass("io.anserini.search.SimpleImpactSearcher")
-        try:
-            self._searcher = S(str(self.index_dir))
-        except Exception as e:  # noqa: BLE001 - a JavaException from a corrupted directory
-            raise InputError(f"{self.index_dir}: Lucene cannot open this index ({first_line(e)}); "
-                             "rebuild it with `lsr index`") from None
+        self._searcher = jvm.open_searcher("io.anserini.search.SimpleImpactSearcher", self.index_dir, "lsr index")
         self._json = _JsonBridge.create()
         self._clause_limit = 1024
         self._store = VectorStore(self.index_dir / DOCVECTORS_DIR) if self.meta.stored_vectors else None

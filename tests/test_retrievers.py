@@ -73,6 +73,14 @@ def test_bm25_index_refusals(tmp_path, cranfield, capsys):
     assert main(["index", "--bm25", "--input", str(tmp_path / "bad.jsonl"), "--index", str(tmp_path / "i")]) == 2
     assert "bad.jsonl:2" in capsys.readouterr().err
     assert not (tmp_path / "i").exists()
+    (tmp_path / "good.jsonl").write_text('{"_id": "1", "text": "wing lift"}\n')
+    assert main(["index", "--bm25", "--input", str(tmp_path / "good.jsonl"), "--index", str(tmp_path / "i")]) == 0
+    for seg in (tmp_path / "i").glob("segments_*"):
+        seg.write_bytes(b"garbage")
+    from anserini_bridge.bm25 import BM25Searcher
+
+    with pytest.raises(InputError, match=r"Lucene cannot open this index .*rebuild it with `lsr index --bm25`"):
+        BM25Searcher(tmp_path / "i")
 
 
 @pytest.fixture(scope="module")
