@@ -28,16 +28,16 @@ from json.encoder import encode_basestring as _encode_basestring
 import math
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import ClassVar, Iterator, Sequence
 
 import numpy as np
 
 from .errors import InputError, option
 from .io import iter_jsonl_at
-from .meta import read_meta, write_meta
-from .quantize import Quantizer
+from .meta import Meta, meta_field
+from .quantize import Quantizer, quantization_field
 from .sparse import SparseBatch, row_entries
 from .vocab import Vocabulary
 
@@ -45,7 +45,6 @@ META_FILE = "lsr-vectors.json"
 REPORT_FILE = "report.jsonl"
 OFFSETS_FILE = "offsets.tsv"
 PART_PATTERN = "part-{:05d}.jsonl"
-FORMAT = "lsr-vectors/1"
 MAX_WEIGHT = 2**31 - 1  # a Java int
 
 
@@ -96,51 +95,28 @@ def is_plain_jsonl(path: str | os.PathLike) -> bool:
 
 
 @dataclass
-class VectorDirInfo:
-    """The metadata stored in ``lsr-vectors.json``."""
+class VectorDirInfo(Meta):
+    """The metadata stored in ``lsr-vectors.json``; keys the class does not know are kept in ``extra``."""
+
+    FORMAT: ClassVar[str] = "lsr-vectors"
+    WHAT: ClassVar[str] = "vector directory metadata"
+    REMEDY: ClassVar[str] = "encode the vectors again with `lsr encode`"
 
     encoder: str | None
     vocab_fingerprint: str | None
-    quantization: Quantizer
+    quantization: Quantizer = quantization_field(required=True)
     role: str = "document"
     documents_read: int = 0
     documents_written: int = 0
     documents_reported: int = 0
     truncated: int = 0
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {
-            "format": FORMAT,
-            "encoder": self.encoder,
-            "vocab_fingerprint": self.vocab_fingerprint,
-            "quantization": self.quantization.to_dict(),
-            "role": self.role,
-            "documents_read": self.documents_read,
-            "documents_written": self.documents_written,
-            "documents_reported": self.documents_reported,
-            "truncated": self.truncated,
-            **self.extra,
-        }
+    extra: dict = meta_field(default_factory=dict, rest=True)
 
     @classmethod
     def load(cls, vecdir: str | os.PathLike) -> "VectorDirInfo | None":
+        """The metadata of a vector directory, or ``None`` when it has none (vectors from another tool)."""
         path = Path(vecdir) / META_FILE
-        if not path.exists():
-            return None
-        try:
-            d = read_meta(path)
-        except ValueError as e:
-            raise InputError(f"{path}: unreadable metadata ({e})") from None
-        known = {"format", "encoder", "vocab_fingerprint", "quantization", "role", "documents_read",
-                 "documents_written", "documents_reported", "truncated"}
-        return cls(
-            encoder=d.get("encoder"), vocab_fingerprint=d.get("vocab_fingerprint"),
-            quantization=Quantizer.from_dict(d.get("quantization", {})), role=d.get("role", "document"),
-            documents_read=d.get("documents_read", 0), documents_written=d.get("documents_written", 0),
-            documents_reported=d.get("documents_reported", 0), truncated=d.get("truncated", 0),
-            extra={k: v for k, v in d.items() if k not in known},
-        )
+        return cls.read(path) if path.exists() else None
 
 
 def check_new_output(vecdir: Path, overwrite: bool, shard_size: int) -> bool:
@@ -285,7 +261,7 @@ class VectorWriter:
         for fh in (self._part, self._report, self._offsets):
             if fh is not None:
                 fh.close()
-        write_meta(self.dir / META_FILE, self.info.to_dict())
+        self.info.write(self.dir / META_FILE)
         self._closed = True
         return self.info
 

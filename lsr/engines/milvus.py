@@ -39,14 +39,15 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 from lsr.progress import tqdm
 
 from ..errors import EnvironmentProblem, IndexMismatchError, InputError, first_line
 from ..io import Hit
-from ..quantize import Quantizer
+from ..meta import Meta
+from ..quantize import Quantizer, quantization_field
 from ..retrieval import SparseRetriever
 from ..sparse import SparseBatch
 from ..vectors import iter_vectors, part_files
@@ -54,7 +55,6 @@ from ..vocab import Vocabulary
 from .report import InsertReport
 
 INSTALL_HINT = 'pip install "pymilvus>=2.5,<2.6"  (or pip install -e ".[milvus]")'
-META_FORMAT = "lsr-milvus/1"
 META_PROPERTY = "lsr.meta"  # collection property holding the same metadata as the description
 ID_FIELD = "docid"
 VECTOR_FIELD = "vector"
@@ -101,13 +101,17 @@ def check_collection_name(name: str) -> str:
 
 # ------------------------------------------------------------------- metadata
 @dataclass
-class CollectionMeta:
+class CollectionMeta(Meta):
     """What the collection description records about the vectors in it."""
+
+    FORMAT: ClassVar[str] = "lsr-milvus"
+    WHAT: ClassVar[str] = "collection metadata"
+    REMEDY: ClassVar[str] = "recreate the collection with `lsr export ... --replace`"
 
     encoder: str | None
     vocab_fingerprint: str | None
     dimension: int | None  # the encoder's vocabulary size, when known
-    quantization: Quantizer | None
+    quantization: Quantizer | None = quantization_field()
     ids: str = "vocabulary"  # "vocabulary": encoder ids; "derived": ids of the stored token list
 
     @classmethod
@@ -115,28 +119,23 @@ class CollectionMeta:
         return cls(encoder, vocab.fingerprint, len(vocab), quantizer, "vocabulary")
 
     def to_description(self) -> str:
-        d = {"format": META_FORMAT, "encoder": self.encoder, "vocab_fingerprint": self.vocab_fingerprint,
-             "dimension": self.dimension,
-             "quantization": self.quantization.to_dict() if self.quantization else None, "ids": self.ids}
-        text = json.dumps(d, separators=(",", ":"), ensure_ascii=False)
+        """Compact JSON within Milvus' limit on a description (the start of a long encoder path is cut)."""
+        d = self.to_dict()
+        text = _compact_json(d)
         if len(text.encode("utf-8")) > MAX_DESCRIPTION_BYTES and self.encoder:
             over = len(text.encode("utf-8")) - MAX_DESCRIPTION_BYTES
             d["encoder"] = "\u2026" + self.encoder[over + 3:]  # keep the end of a long path
-            text = json.dumps(d, separators=(",", ":"), ensure_ascii=False)
+            text = _compact_json(d)
         return text
 
     @classmethod
-    def from_description(cls, text: str) -> "CollectionMeta | None":
+    def from_description(cls, text: str, source: str = "collection description") -> "CollectionMeta | None":
         """The metadata, or None when the description was not written by this module."""
         try:
             d = json.loads(text or "")
         except json.JSONDecodeError:
             return None
-        if not isinstance(d, dict) or d.get("format") != META_FORMAT:
-            return None
-        q = d.get("quantization")
-        return cls(d.get("encoder"), d.get("vocab_fingerprint"), d.get("dimension"),
-                   Quantizer.from_dict(q) if q else None, d.get("ids", "vocabulary"))
+        return cls.from_dict(d, source) if cls.owns(d) else None
 
     def differences(self, other: "CollectionMeta") -> list[str]:
         """Why vectors described by ``other`` cannot go into a collection described by ``self``."""
@@ -231,14 +230,19 @@ class MilvusCollection(SparseRetriever):
                 raise InputError(f"collection {self.name!r} not found at {self.uri}; create it with "
                                  f"`lsr export --to milvus://HOST:PORT/{self.name} --input VECDIR`")
             desc = self._call("describe_collection", self._client.describe_collection, self.name)
-            meta = CollectionMeta.from_description(desc.get("description", "")) or CollectionMeta.from_description(
-                (desc.get("properties") or {}).get(META_PROPERTY, ""))
+            source = f"collection {self.name!r} at {self.uri}"
+            try:
+                meta = CollectionMeta.from_description(desc.get("description", ""), source) or \
+                    CollectionMeta.from_description((desc.get("properties") or {}).get(META_PROPERTY, ""), source)
+            except InputError as e:  # a newer format, or damaged: --replace may still drop it
+                raise IndexMismatchError(str(e)) from None
             fields = {f["name"]: f["type"] for f in desc.get("fields", [])}
             if meta is None or fields.get(VECTOR_FIELD) != self._DataType.SPARSE_FLOAT_VECTOR \
                     or fields.get(ID_FIELD) != self._DataType.VARCHAR:
                 raise IndexMismatchError(f"collection {self.name!r} at {self.uri} was not created by `lsr export` "
-                                         f"(no {META_FORMAT} description with {ID_FIELD!r} and {VECTOR_FIELD!r} "
-                                         "fields); choose another collection, or pass --replace to drop it")
+                                         f"(no {CollectionMeta.tag()} description with {ID_FIELD!r} and "
+                                         f"{VECTOR_FIELD!r} fields); choose another collection, or pass --replace "
+                                         "to drop it")
             self._meta = meta
         return self._meta
 
