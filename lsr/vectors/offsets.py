@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from itertools import islice
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 from ..errors import InputError
 from .layout import OFFSETS_FILE, part_files
@@ -25,19 +26,9 @@ def write_offsets_table(parts: Sequence[str | os.PathLike], table: str | os.Path
     Returns the number of documents. Errors name the file and line, as
     :func:`iter_vectors` does.
     """
-    count = 0
     with open(table, "w", encoding="utf-8") as out:
-        for part in map(Path, parts):
-            lines = []
-            for _, offset, rid, _, _ in iter_vector_records(part):
-                lines.append(f"{rid}\t{part.name}\t{offset}\n")
-                if len(lines) >= 65536:
-                    out.write("".join(lines))
-                    count += len(lines)
-                    lines = []
-            out.write("".join(lines))
-            count += len(lines)
-    return count
+        return _write_lines(out, (f"{rid}\t{part.name}\t{offset}\n" for part in map(Path, parts)
+                                  for _, offset, rid, _, _ in iter_vector_records(part)))
 
 
 def scan_vector_files(files: Sequence[tuple[str | os.PathLike, str]], table: str | os.PathLike,
@@ -51,31 +42,40 @@ def scan_vector_files(files: Sequence[tuple[str | os.PathLike, str]], table: str
     number of documents and the ``(path, name)`` pairs to index: the original
     file where it is plain JSON lines, the rewritten one otherwise.
     """
-    count, out = 0, []
+    done: list[tuple[Path, str]] = []
     with open(table, "w", encoding="utf-8") as tab:
-        for path, name in files:
-            path = Path(path)
-            lines, conv, offset = [], None, 0
-            for _, off, rid, _, obj in iter_vector_records(path):
-                if off is None and conv is None:
-                    name = name + ".jsonl"
-                    conv = open(Path(convert_dir) / name, "wb")
-                if conv is not None:
-                    raw = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
-                    off, offset = offset, offset + len(raw)
-                    conv.write(raw)
-                lines.append(f"{rid}\t{name}\t{off}\n")
-                if len(lines) >= 65536:
-                    tab.write("".join(lines))
-                    count += len(lines)
-                    lines = []
-            tab.write("".join(lines))
-            count += len(lines)
+        count = _write_lines(tab, (line for path, name in files
+                                   for line in _scan_file(Path(path), name, Path(convert_dir), done)))
+    return count, done
+
+
+def _scan_file(path: Path, name: str, convert_dir: Path, done: list[tuple[Path, str]]) -> Iterator[str]:
+    """The table lines of one file of :func:`scan_vector_files`, rewriting it when it must be; at the end the
+    ``(path, name)`` to index is appended to ``done``."""
+    conv, offset = None, 0
+    try:
+        for _, off, rid, _, obj in iter_vector_records(path):
+            if off is None and conv is None:
+                name = name + ".jsonl"
+                conv = open(convert_dir / name, "wb")
             if conv is not None:
-                conv.close()
-                path = Path(convert_dir) / name
-            out.append((path, name))
-    return count, out
+                raw = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+                off, offset = offset, offset + len(raw)
+                conv.write(raw)
+            yield f"{rid}\t{name}\t{off}\n"
+    finally:
+        if conv is not None:
+            conv.close()
+    done.append((convert_dir / name if conv is not None else path, name))
+
+
+def _write_lines(fh, lines: Iterable[str], block: int = 65536) -> int:
+    """Write ``lines`` to ``fh`` joined in blocks (one write a line is slow); returns how many there were."""
+    count, it = 0, iter(lines)
+    while chunk := list(islice(it, block)):
+        fh.write("".join(chunk))
+        count += len(chunk)
+    return count
 
 
 class VectorStore:
