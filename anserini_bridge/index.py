@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import Sequence
 
 from lsr.progress import tqdm
 
@@ -38,12 +38,8 @@ DOCVECTORS_DIR = "docvectors"
 
 
 @dataclass
-class IndexMeta(Meta):
+class IndexMeta(Meta, format="lsr-impact-index", what="index metadata", remedy="rebuild the index"):
     """The metadata stored in ``lsr-index.json``."""
-
-    FORMAT: ClassVar[str] = "lsr-impact-index"
-    WHAT: ClassVar[str] = "index metadata"
-    REMEDY: ClassVar[str] = "rebuild the index"
 
     encoder: str | None
     vocab_fingerprint: str | None

@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from lsr.progress import tqdm
@@ -38,12 +38,8 @@ IDS_FILE = "ids.txt"
 
 
 @dataclass
-class StoreMeta(Meta):
+class StoreMeta(Meta, format="lsr-embeddings", what="store metadata", remedy="rebuild the store with `lsr embed`"):
     """What ``lsr-embeddings.json`` records."""
-
-    FORMAT: ClassVar[str] = "lsr-embeddings"
-    WHAT: ClassVar[str] = "store metadata"
-    REMEDY: ClassVar[str] = "rebuild the store with `lsr embed`"
 
     model: str = meta_field(required=True)  # the model name as given when the store was built
     source: str | None  # where the weights came from (resolved path or hub id)

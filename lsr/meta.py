@@ -101,17 +101,29 @@ def _converter(hint) -> Callable[[Any], Any] | None:
 
 
 class Meta:
-    """Base of the metadata dataclasses; a subclass sets the class attributes and is a ``@dataclass``.
+    """Base of the metadata dataclasses; a subclass is a ``@dataclass`` and names its format in the class
+    statement::
 
-    ``FORMAT`` and ``VERSION`` make the tag; ``WHAT`` names the metadata and
-    ``REMEDY`` says how to make it anew, for error messages
-    (``"<source>: corrupted <WHAT> (...); <REMEDY>"``).
+        @dataclass
+        class IndexMeta(Meta, format="lsr-impact-index", what="index metadata", remedy="rebuild the index"):
+            ...
+
+    ``format`` and ``version`` (default 1) make the tag (:attr:`FORMAT`,
+    :attr:`VERSION`); ``what`` names the metadata and ``remedy`` says how to
+    make it anew, for error messages (``"<source>: corrupted <what> (...); <remedy>"``).
     """
 
     FORMAT: ClassVar[str]
     VERSION: ClassVar[int] = 1
     WHAT: ClassVar[str] = "metadata"
     REMEDY: ClassVar[str] = "write it again"
+
+    def __init_subclass__(cls, format: str | None = None, version: int | None = None, what: str | None = None,
+                          remedy: str | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name, value in (("FORMAT", format), ("VERSION", version), ("WHAT", what), ("REMEDY", remedy)):
+            if value is not None:
+                setattr(cls, name, value)
 
     @classmethod
     def tag(cls) -> str:

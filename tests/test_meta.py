@@ -3,7 +3,6 @@ the shared metadata base still load, round trips keep every key, and unknown or 
 
 import json
 from dataclasses import dataclass
-from typing import ClassVar
 
 import pytest
 
@@ -188,11 +187,7 @@ def test_another_format_or_a_damaged_file_is_refused(tmp_path):
 
 # ---------------------------------------------------------------- the base
 @dataclass
-class _Versioned(Meta):
-    FORMAT: ClassVar[str] = "test-versioned"
-    VERSION: ClassVar[int] = 2
-    WHAT: ClassVar[str] = "test metadata"
-
+class _Versioned(Meta, format="test-versioned", version=2, what="test metadata"):
     width: int
     label: str | None = None
     tags: dict = meta_field(default_factory=dict, absent={"empty": True})

@@ -49,7 +49,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 from lsr.progress import tqdm
@@ -113,12 +113,9 @@ def rescale_query(vector: Mapping[str, float], max_weight: float = MAX_QUERY_WEI
 
 # ------------------------------------------------------------------- mappings
 @dataclass
-class FeatureIndexMeta(Meta):
+class FeatureIndexMeta(Meta, format="lsr-feature-index", what="index metadata (mapping _meta)",
+                       remedy="recreate the index (replace=True)"):
     """What an index's mapping records about its vectors (its ``_meta`` block)."""
-
-    FORMAT: ClassVar[str] = "lsr-feature-index"
-    WHAT: ClassVar[str] = "index metadata (mapping _meta)"
-    REMEDY: ClassVar[str] = "recreate the index (replace=True)"
 
     encoder: str | None
     vocab_fingerprint: str | None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 from ..meta import Meta, meta_field
 from ..quantize import Quantizer, quantization_field
@@ -54,12 +53,9 @@ def is_plain_jsonl(path: str | os.PathLike) -> bool:
 
 
 @dataclass
-class VectorDirInfo(Meta):
+class VectorDirInfo(Meta, format="lsr-vectors", what="vector directory metadata",
+                    remedy="encode the vectors again with `lsr encode`"):
     """The metadata stored in ``lsr-vectors.json``; keys the class does not know are kept in ``extra``."""
-
-    FORMAT: ClassVar[str] = "lsr-vectors"
-    WHAT: ClassVar[str] = "vector directory metadata"
-    REMEDY: ClassVar[str] = "encode the vectors again with `lsr encode`"
 
     encoder: str | None
     vocab_fingerprint: str | None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import ClassVar
 
 from ...meta import Meta
 from ...quantize import Quantizer, quantization_field
@@ -15,12 +14,9 @@ MAX_DESCRIPTION_BYTES = 1024
 
 
 @dataclass
-class CollectionMeta(Meta):
+class CollectionMeta(Meta, format="lsr-milvus", what="collection metadata",
+                     remedy="recreate the collection with `lsr export ... --replace`"):
     """What the collection description records about the vectors in it."""
-
-    FORMAT: ClassVar[str] = "lsr-milvus"
-    WHAT: ClassVar[str] = "collection metadata"
-    REMEDY: ClassVar[str] = "recreate the collection with `lsr export ... --replace`"
 
     encoder: str | None
     vocab_fingerprint: str | None
