@@ -157,7 +157,8 @@ class Meta:
 
     @classmethod
     def upgrade(cls, d: dict, version: int) -> dict:
-        """Convert an object of an older ``version`` to the current one (nothing to convert while there is one)."""
+        """Convert an object of an older ``version`` to the current one (by default nothing: no format has a
+        version 2 yet)."""
         return d
 
     @classmethod

@@ -157,7 +157,7 @@ def read_mbeir_pairs(queries: str | os.PathLike, candidates: str | os.PathLike,
     """One pair per (query, positive candidate) of an M-BEIR-style query file.
 
     Read by :func:`lsr.mbeir.read_queries` with ``strict=False``; a query's own
-    ``instruction`` comes before ``instruction``.
+    ``instruction`` field wins over the ``instruction`` argument.
     """
     queries = Path(queries)
     pool = read_mbeir_candidates(candidates, image_root, check_images)
