@@ -24,8 +24,8 @@ from typing import Sequence
 from lsr.progress import tqdm
 
 from lsr.errors import EnvironmentProblem, InputError, option
-from lsr.meta import read_meta, write_meta
-from lsr.quantize import Quantizer
+from lsr.meta import Meta, meta_field
+from lsr.quantize import Quantizer, quantization_field
 from lsr.vectors import (META_FILE, OFFSETS_FILE, VectorDirInfo, part_files, scan_vector_files, vector_file_name,
                          write_offsets)
 
@@ -34,33 +34,21 @@ from . import jvm
 log = logging.getLogger(__name__)
 
 INDEX_META = "lsr-index.json"
-INDEX_FORMAT = "lsr-impact-index/1"
 DOCVECTORS_DIR = "docvectors"
 
 
 @dataclass
-class IndexMeta:
+class IndexMeta(Meta, format="lsr-impact-index", what="index metadata", remedy="rebuild the index"):
+    """The metadata stored in ``lsr-index.json``."""
+
     encoder: str | None
     vocab_fingerprint: str | None
-    quantization: Quantizer | None
-    documents: int
-    counters: dict
-    stored_vectors: bool = True
+    quantization: Quantizer | None = quantization_field()
+    documents: int = meta_field(required=True)
+    counters: dict = meta_field(absent={})
+    stored_vectors: bool = meta_field(default=True, absent=False)
     source: str | None = None
     retriever: str = "impact"  # "impact": learned sparse impacts; "bm25": text analysed by Lucene, BM25 scores
-
-    def to_dict(self) -> dict:
-        return {
-            "retriever": self.retriever,
-            "format": INDEX_FORMAT,
-            "encoder": self.encoder,
-            "vocab_fingerprint": self.vocab_fingerprint,
-            "quantization": self.quantization.to_dict() if self.quantization else None,
-            "documents": self.documents,
-            "counters": self.counters,
-            "stored_vectors": self.stored_vectors,
-            "source": self.source,
-        }
 
     @classmethod
     def load(cls, index_dir: str | os.PathLike) -> "IndexMeta":
@@ -74,14 +62,7 @@ class IndexMeta:
                                  "`lsr index` (rebuild it with `lsr index --input VECDIR --index IDXDIR`)")
             raise InputError(f"{index_dir}: not an index (no {INDEX_META}, no Lucene segments); "
                              "build one with `lsr index --input VECDIR --index IDXDIR`")
-        try:
-            d = read_meta(path, INDEX_FORMAT)
-            q = d.get("quantization")
-            return cls(d.get("encoder"), d.get("vocab_fingerprint"), Quantizer.from_dict(q) if q else None,
-                       int(d["documents"]), d.get("counters", {}), bool(d.get("stored_vectors", False)),
-                       d.get("source"), d.get("retriever", "impact"))
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-            raise InputError(f"{path}: corrupted index metadata ({e}); rebuild the index") from None
+        return cls.read(path)
 
 
 def foreign_index_meta(index_dir: str | os.PathLike, quantizer: Quantizer | None = None) -> IndexMeta | None:
@@ -222,7 +203,7 @@ def _build(sources, dirs, infos, scanned, index_dir: Path, threads, store_vector
 
 def publish_index(tmp_index: Path, index_dir: Path, meta: IndexMeta) -> IndexMeta:
     """Write ``meta`` into a finished index built at ``tmp_index`` and move it to ``index_dir`` in one rename."""
-    write_meta(tmp_index / INDEX_META, meta.to_dict())
+    meta.write(tmp_index / INDEX_META)
     (tmp_index / "write.lock").unlink(missing_ok=True)
     if index_dir.exists():
         shutil.rmtree(index_dir)

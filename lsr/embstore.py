@@ -29,34 +29,29 @@ import numpy as np
 from lsr.progress import tqdm
 
 from .errors import IndexMismatchError, InputError, option
-from .meta import read_meta, write_meta
+from .meta import Meta, meta_field
 from .threads import intra_op_threads
 
 STORE_META = "lsr-embeddings.json"
 MATRIX_FILE = "embeddings.npy"
 IDS_FILE = "ids.txt"
-STORE_FORMAT = "lsr-embeddings/1"
 
 
 @dataclass
-class StoreMeta:
+class StoreMeta(Meta, format="lsr-embeddings", what="store metadata", remedy="rebuild the store with `lsr embed`"):
     """What ``lsr-embeddings.json`` records."""
 
-    model: str  # the model name as given when the store was built
+    model: str = meta_field(required=True)  # the model name as given when the store was built
     source: str | None  # where the weights came from (resolved path or hub id)
-    kind: str  # "sentence", "clip", "mllm", ...
-    dim: int
-    count: int
+    kind: str = meta_field(absent="dense")  # "sentence", "clip", "mllm", ...
+    dim: int = meta_field(required=True)
+    count: int = meta_field(required=True)
     normalized: bool = True
     empty: int = 0
     input: str | None = None
     settings: dict = field(default_factory=dict)  # max_length, prompts, fusion weight, ...
     created: float = 0.0
-
-    def to_dict(self) -> dict:
-        return {"format": STORE_FORMAT, "model": self.model, "source": self.source, "kind": self.kind,
-                "dim": self.dim, "count": self.count, "dtype": "float32", "normalized": self.normalized,
-                "empty": self.empty, "input": self.input, "settings": self.settings, "created": self.created}
+    dtype: str = "float32"  # of the matrix; stores are always float32
 
 
 def describe_encoder(encoder) -> tuple[str, str | None, str, int]:
@@ -132,7 +127,7 @@ def build_store(
         settings = dict(getattr(encoder, "settings", lambda: {})())
         meta = StoreMeta(name, source, kind, dim, len(ids), bool(getattr(encoder, "normalized", True)), empty,
                          input_path, settings, time.time())
-        write_meta(tmp / STORE_META, meta.to_dict())
+        meta.write(tmp / STORE_META)
         if output.exists():
             shutil.rmtree(output) if output.is_dir() else output.unlink()
         os.replace(tmp, output)
@@ -209,13 +204,7 @@ class EmbeddingStore:
         if not p.is_file():
             raise InputError(f"{self.path}: not an embedding store (no {STORE_META}); build one with "
                              "`lsr embed --model M --input corpus.jsonl --output STORE`")
-        try:
-            d = read_meta(p, STORE_FORMAT)
-            return StoreMeta(str(d["model"]), d.get("source"), str(d.get("kind", "dense")), int(d["dim"]),
-                             int(d["count"]), bool(d.get("normalized", True)), int(d.get("empty", 0)),
-                             d.get("input"), dict(d.get("settings") or {}), float(d.get("created", 0.0)))
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-            raise InputError(f"{p}: corrupted store metadata ({e}); rebuild the store with `lsr embed`") from None
+        return StoreMeta.read(p)
 
     # --------------------------------------------------------------- basics
     @property

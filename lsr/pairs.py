@@ -13,7 +13,9 @@ documents.
 
 M-BEIR (format ``mbeir``): a query file with ``qid``, ``query_txt``,
 ``query_img_path``, ``pos_cand_list`` (and optionally ``instruction``) per line,
-and a candidate pool with ``did``, ``txt``, ``img_path`` per line.
+and a candidate pool with ``did``, ``txt``, ``img_path`` per line, read by the
+M-BEIR readers of :mod:`lsr.mbeir.records` under their lenient rule: ids are any
+non-empty strings (or integers), the modality follows from the parts present.
 
 Image paths are relative to ``image_root`` (default: the directory of the file
 that names them). Every record needs text, an image or both; a named image
@@ -31,6 +33,7 @@ from pathlib import Path
 from .errors import InputError
 from .inputs import Input
 from .io import iter_jsonl, read_qrels
+from .mbeir.records import read_pool, read_queries
 
 
 @dataclass(frozen=True)
@@ -138,45 +141,35 @@ def read_beir_pairs(root: str | os.PathLike, split: str = "train", image_root: s
 # ----------------------------------------------------------------- M-BEIR
 def read_mbeir_candidates(path: str | os.PathLike, image_root: str | os.PathLike | None = None,
                           check_images: bool = True) -> dict[str, Input]:
-    """``{did: Input}`` from an M-BEIR candidate pool (``did``, ``txt``, ``img_path``)."""
+    """``{did: Input}`` from an M-BEIR-style candidate pool (``did``, ``txt``, ``img_path``).
+
+    Read by :func:`lsr.mbeir.read_pool` with ``strict=False``: see
+    :mod:`lsr.mbeir.records` for what a record may hold.
+    """
     path = Path(path)
-    root = Path(image_root) if image_root is not None else path.parent
-    out: dict[str, Input] = {}
-    for n, obj in iter_jsonl(path):
-        did = _string_id(path, n, obj, "did")
-        if did in out:
-            raise InputError(f"{path}:{n}: duplicate did {did!r}")
-        out[did] = _make_input(path, n, _optional_str(path, n, obj, "txt"),
-                               _image_path(path, n, obj, "img_path", root, check_images))
-    return out
+    pool = read_pool(path, image_root if image_root is not None else path.parent, check_images, strict=False)
+    return {c.did: Input(text=c.text, image=c.image) for c in pool}
 
 
 def read_mbeir_pairs(queries: str | os.PathLike, candidates: str | os.PathLike,
                      image_root: str | os.PathLike | None = None, instruction: str | None = None,
                      check_images: bool = True) -> list[Pair]:
-    """One pair per (query, positive candidate) of an M-BEIR query file."""
+    """One pair per (query, positive candidate) of an M-BEIR-style query file.
+
+    Read by :func:`lsr.mbeir.read_queries` with ``strict=False``; a query's own
+    ``instruction`` field wins over the ``instruction`` argument.
+    """
     queries = Path(queries)
-    root = Path(image_root) if image_root is not None else queries.parent
     pool = read_mbeir_candidates(candidates, image_root, check_images)
-    pairs, seen = [], set()
-    for n, obj in iter_jsonl(queries):
-        qid = _string_id(queries, n, obj, "qid")
-        if qid in seen:
-            raise InputError(f"{queries}:{n}: duplicate qid {qid!r}")
-        seen.add(qid)
-        instr = _optional_str(queries, n, obj, "instruction") or instruction
-        q = _make_input(queries, n, _optional_str(queries, n, obj, "query_txt"),
-                        _image_path(queries, n, obj, "query_img_path", root, check_images), instr)
-        positives = obj.get("pos_cand_list")
-        if not isinstance(positives, list) or not positives:
-            raise InputError(f"{queries}:{n}: 'pos_cand_list' must be a non-empty list of candidate ids")
-        for did in positives:
-            did = str(did)
+    records = read_queries(queries, image_root if image_root is not None else queries.parent, check_images,
+                           strict=False)
+    pairs = []
+    for q in records:
+        query = Input(text=q.text, image=q.image, instruction=q.instruction or instruction)
+        for did in q.positives:
             if did not in pool:
-                raise InputError(f"{queries}:{n}: positive candidate {did!r} is not in {candidates}")
-            pairs.append(Pair(q, pool[did], qid, did))
-    if not pairs:
-        raise InputError(f"{queries}: no queries")
+                raise InputError(f"{q.source}: positive candidate {did!r} is not in {candidates}")
+            pairs.append(Pair(query, pool[did], q.qid, did))
     return pairs
 
 

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .errors import InputError
+from .meta import meta_field
 from .sparse import SparseBatch
 
 
@@ -67,3 +68,8 @@ class Quantizer:
 
     def __str__(self) -> str:
         return json.dumps(asdict(self))
+
+
+def quantization_field(**rules):
+    """A :class:`~lsr.meta.Meta` field holding a :class:`Quantizer` (or ``None``), stored as its dict."""
+    return meta_field(dump=Quantizer.to_dict, load=Quantizer.from_dict, **rules)

@@ -164,6 +164,44 @@ def test_reads_a_record_written_like_the_published_samples(tmp_path):
     assert s.task_of["5:2"] == 3 and s.rows == [(3, 5)] and s.query_inputs(mode="none")[0].image == q.image
 
 
+def test_training_files_are_read_under_the_lenient_rule(tmp_path):
+    from lsr.pairs import read_mbeir_pairs
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "r.png").write_bytes(b"not opened by the reader")
+    pool, queries = tmp_path / "pool.jsonl", tmp_path / "queries.jsonl"
+    pool.write_text(json.dumps({"did": 7, "txt": "a red square"}) + "\n"
+                    + json.dumps({"did": "img-1", "txt": " ", "img_path": "img/r.png", "modality": "text"}) + "\n")
+    queries.write_text(json.dumps({"qid": "q 1", "query_txt": "red", "pos_cand_list": [7, "img-1"],
+                                   "instruction": "Find it.", "task_id": "not read"}) + "\n")
+    with pytest.raises(InputError, match=r"pool.jsonl:1: candidate id did=7 is not '<dataset id>:<number>'"):
+        read_pool(pool, tmp_path)
+    with pytest.raises(InputError, match=r"queries.jsonl:1: query id qid='q 1' is not '<dataset id>:<number>'"):
+        read_queries(queries, tmp_path)
+
+    cands = read_pool(pool, tmp_path, strict=False)
+    assert [(c.did, c.text, c.modality) for c in cands] == [("7", "a red square", "text"), ("img-1", None, "image")]
+    assert cands[1].image == str(tmp_path / "img" / "r.png")
+    (q,) = read_queries(queries, tmp_path, strict=False)
+    assert (q.qid, q.positives, q.modality, q.instruction, q.task_id) == ("q 1", ("7", "img-1"), "text", "Find it.",
+                                                                          None)
+    pairs = read_mbeir_pairs(queries, pool, instruction="Used when a query has none.")
+    assert [(p.query_id, p.doc_id, p.document.modality) for p in pairs] == [("q 1", "7", "text"),
+                                                                           ("q 1", "img-1", "image")]
+    assert pairs[0].query.instruction == "Find it."
+
+    queries.write_text(json.dumps({"qid": "q2", "query_img_path": "img/gone.png", "pos_cand_list": [7]}) + "\n")
+    with pytest.raises(InputError, match=r"queries.jsonl:1: record 'q2': image 'img/gone.png' not found .* set "
+                                         r"image_root, or fix query_img_path"):
+        read_mbeir_pairs(queries, pool)
+    queries.write_text(json.dumps({"qid": "q3", "query_txt": "", "pos_cand_list": [7]}) + "\n")
+    with pytest.raises(InputError, match=r"queries.jsonl:1: query 'q3': the record has neither text nor an image"):
+        read_mbeir_pairs(queries, pool)
+    queries.write_text(json.dumps({"qid": "q4", "query_txt": "red", "pos_cand_list": ["8"]}) + "\n")
+    with pytest.raises(InputError, match=r"queries.jsonl:1: positive candidate '8' is not in .*pool.jsonl"):
+        read_mbeir_pairs(queries, pool)
+
+
 # ------------------------------------------------------------ pools and rows
 def test_local_pools_from_pool_files_equal_the_derived_ones(fixture, mset):
     from_files = load_set(fixture.root, fixture.queries, fixture.local_pools)

@@ -56,7 +56,8 @@ from lsr.progress import tqdm
 
 from ..errors import EnvironmentProblem, IndexMismatchError, InputError
 from ..io import Hit
-from ..quantize import Quantizer
+from ..meta import Meta
+from ..quantize import Quantizer, quantization_field
 from ..retrieval import SparseRetriever
 from ..vectors import VectorDirInfo, iter_vector_records, part_files
 from .report import InsertReport
@@ -65,7 +66,6 @@ ENGINES = ("opensearch", "elasticsearch")
 FIELD_TYPES = {"opensearch": "rank_features", "elasticsearch": "sparse_vector"}
 MAX_QUERY_WEIGHT = 64.0  # Lucene FeatureField.newLinearQuery
 EXACT_INTEGER_LIMIT = 512  # 9 significant bits: every integer up to 2**9 is stored exactly
-META_FORMAT = "lsr-feature-index/1"
 DEFAULT_FIELD = "vector"
 DOCID_FIELD = "docid"
 
@@ -113,24 +113,14 @@ def rescale_query(vector: Mapping[str, float], max_weight: float = MAX_QUERY_WEI
 
 # ------------------------------------------------------------------- mappings
 @dataclass
-class FeatureIndexMeta:
+class FeatureIndexMeta(Meta, format="lsr-feature-index", what="index metadata (mapping _meta)",
+                       remedy="recreate the index (replace=True)"):
     """What an index's mapping records about its vectors (its ``_meta`` block)."""
 
     encoder: str | None
     vocab_fingerprint: str | None
-    quantization: Quantizer | None
+    quantization: Quantizer | None = quantization_field()
     feature_names: str = "dots as __"
-
-    def to_dict(self) -> dict:
-        return {"format": META_FORMAT, "encoder": self.encoder, "vocab_fingerprint": self.vocab_fingerprint,
-                "quantization": self.quantization.to_dict() if self.quantization else None,
-                "feature_names": self.feature_names}
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "FeatureIndexMeta":
-        q = d.get("quantization")
-        return cls(d.get("encoder"), d.get("vocab_fingerprint"), Quantizer.from_dict(q) if q else None,
-                   d.get("feature_names", "dots as __"))
 
 
 def index_meta(info: VectorDirInfo | None) -> dict:
@@ -379,16 +369,19 @@ class HttpEngine(SparseRetriever):
             m = self._request("GET", f"/{self.index}/_mapping")
             mappings = next(iter(m.values()), {}).get("mappings", {})
             meta = mappings.get("_meta") or {}
-            if meta.get("format") != META_FORMAT:
-                raise IndexMismatchError(f"index {self.index!r} at {self.url} was not created by lsr (no {META_FORMAT} "
-                                         "_meta in its mapping)")
-            self._meta = FeatureIndexMeta.from_dict(meta)
+            if not FeatureIndexMeta.owns(meta):
+                raise IndexMismatchError(f"index {self.index!r} at {self.url} was not created by lsr (no "
+                                         f"{FeatureIndexMeta.tag()} _meta in its mapping)")
+            try:
+                self._meta = FeatureIndexMeta.from_dict(meta, f"index {self.index!r} at {self.url}")
+            except InputError as e:  # a newer format, or damaged: replace=True may still delete it
+                raise IndexMismatchError(str(e)) from None
         return self._meta
 
     def create(self, meta: dict | FeatureIndexMeta, replace: bool = False, contents: bool = True) -> str:
         """Create the index (``"created"``); keep an existing one for the same vectors (``"appending"``);
         refuse one for other vectors unless ``replace`` (``"replaced"``)."""
-        wanted = meta if isinstance(meta, FeatureIndexMeta) else FeatureIndexMeta.from_dict(meta)
+        wanted = meta if isinstance(meta, FeatureIndexMeta) else FeatureIndexMeta.from_dict(meta, "the _meta given")
         action = "created"
         if self.exists:
             try:

@@ -1,4 +1,27 @@
-"""Readers of M-BEIR queries, candidate pools, task instructions and qrels."""
+"""Readers of M-BEIR queries, candidate pools, task instructions and qrels.
+
+Queries and candidates are read by one reader under one of two rules:
+
+* ``strict=True`` (evaluation, the default): records as the benchmark
+  publishes them. An id is ``"<dataset id>:<number>"`` (``"9:12"``), because
+  the dataset of a record is read from its id. The modality field
+  (``query_modality``, ``modality``) is ``text``, ``image`` or
+  ``image,text`` and names exactly the parts the record has; ``task_id`` and
+  ``neg_cand_list`` are checked.
+* ``strict=False`` (training pairs, :func:`lsr.pairs.read_mbeir_pairs`):
+  M-BEIR-style files, e.g. made by hand. An id is any non-empty string, or an
+  integer taken as its decimal string; the modality follows from the parts
+  the record has (the field is not read); ``task_id`` and ``neg_cand_list``
+  are not read.
+
+Under both rules a text field is a string or null (blank text counts as
+none); an image path is resolved against the data root (``~`` is expanded)
+and must name a file unless ``check_images=False``; a record needs text, an
+image or both; ``pos_cand_list`` is a non-empty list of candidate ids; an
+``instruction`` string is kept; a qid listed twice is refused, and a did
+listed twice is kept once when the content is the same (a local pool read
+together with the union pool) and refused otherwise.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +30,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import InputError
 from ..inputs import MODALITIES
@@ -31,6 +54,7 @@ class MbeirQuery:
     src_content: Any = None
     task_id: int | None = None  # the record's own task_id field, when it has one
     source: str = ""  # "file:line"
+    instruction: str | None = None  # the record's own instruction field, when it has one
 
     @property
     def dataset_id(self) -> int:
@@ -57,12 +81,36 @@ class MbeirCandidate:
         return self.source.rsplit(":", 1)[0]
 
 
-def _id_field(path, n: int, obj: dict, key: str, kind: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not _ID.match(value):
-        raise InputError(f"{path}:{n}: {kind} id {key}={value!r} is not '<dataset id>:<number>' "
+@dataclass(frozen=True)
+class _Kind:
+    """Where one kind of record keeps its parts."""
+
+    name: str  # in errors: "query 'x': ..."
+    files: str  # what its files are called
+    plural: str
+    id_key: str
+    modality_key: str
+    text_key: str
+    image_key: str
+    repeats: bool  # whether the same record may be listed again (a local pool read with the union pool)
+
+
+_QUERY = _Kind("query", "query", "queries", "qid", "query_modality", "query_txt", "query_img_path", repeats=False)
+_CANDIDATE = _Kind("candidate", "candidate pool", "candidates", "did", "modality", "txt", "img_path", repeats=True)
+
+
+def _record_id(path, n: int, value: Any, what: str, strict: bool) -> str:
+    """An id under the id rule of the module docstring; ``what`` names the field in errors."""
+    if strict:
+        if isinstance(value, str) and _ID.match(value):
+            return value
+        raise InputError(f"{path}:{n}: {what}={value!r} is not '<dataset id>:<number>' "
                          "(M-BEIR ids start with the dataset id, e.g. '9:12')")
-    return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and value.strip():
+        return value
+    raise InputError(f"{path}:{n}: {what} must be a non-empty string (or an integer), got {value!r}")
 
 
 def _optional_text(path, n: int, obj: dict, key: str, rid: str) -> str | None:
@@ -74,15 +122,17 @@ def _optional_text(path, n: int, obj: dict, key: str, rid: str) -> str | None:
     return value if value.strip() else None
 
 
-def _image_path(path, n: int, obj: dict, key: str, rid: str, root: Path, check: bool) -> str | None:
+def _image_path(path, n: int, obj: dict, key: str, rid: str, root: Path, check: bool, strict: bool) -> str | None:
     value = _optional_text(path, n, obj, key, rid)
     if value is None:
         return None
-    p = Path(value)
+    p = Path(os.path.expanduser(value))
     resolved = p if p.is_absolute() else root / p
     if check and not resolved.is_file():
+        hint = ("pass the M-BEIR data root that holds the images with --data" if strict
+                else f"relative paths are resolved against {root}; set image_root")
         raise InputError(f"{path}:{n}: record {rid!r}: image {value!r} not found (looked for {resolved}); "
-                         f"pass the M-BEIR data root that holds the images with --data, or fix {key}")
+                         f"{hint}, or fix {key}")
     return str(resolved)
 
 
@@ -103,12 +153,14 @@ def _check_parts(path, n: int, rid: str, modality: str, text: str | None, image:
                          "the modality must name exactly the parts the record has")
 
 
-def _id_list(path, n: int, obj: dict, key: str, rid: str, required: bool) -> tuple[str, ...]:
+def _id_list(path, n: int, obj: dict, key: str, rid: str, required: bool, strict: bool) -> tuple[str, ...]:
     value = obj.get(key)
     if value is None and not required:
         return ()
-    if not isinstance(value, list) or not all(isinstance(d, str) and d and not any(c.isspace() for c in d)
-                                              for d in value):
+    if not strict and isinstance(value, list):
+        value = [str(d) if isinstance(d, int) and not isinstance(d, bool) else d for d in value]
+    if not isinstance(value, list) or not all(
+            isinstance(d, str) and d.strip() and not (strict and any(c.isspace() for c in d)) for d in value):
         raise InputError(f"{path}:{n}: query {rid!r}: {key} must be a list of candidate ids (strings)")
     if required and not value:
         raise InputError(f"{path}:{n}: query {rid!r} has an empty {key}; every M-BEIR query needs a positive")
@@ -127,73 +179,81 @@ def _jsonl_files(path: str | os.PathLike, what: str) -> list[Path]:
     return [path]
 
 
-def read_queries(paths: str | os.PathLike | Sequence[str | os.PathLike], root: str | os.PathLike,
-                 check_images: bool = True) -> list[MbeirQuery]:
-    """Query records from JSONL files (or directories of them); image paths resolve against ``root``.
+def _read_records(kind: _Kind, paths, root: str | os.PathLike, check_images: bool, strict: bool,
+                  make: Callable[..., Any]) -> list:
+    """The records of one kind in JSONL files (or directories of them), checked as the module docstring says.
 
-    Refused with an error naming the file, line and qid: unknown modality
-    strings, a modality that does not match the parts present, missing image
-    files (``check_images``), malformed ids, empty ``pos_cand_list`` and
-    duplicate qids.
+    ``make(file, n, obj, rid, text, image, modality, where)`` builds a record
+    (and checks the fields only its kind has).
     """
     root = Path(root)
-    out: list[MbeirQuery] = []
-    seen: dict[str, str] = {}
-    for file in _files(paths, "query"):
+    out: list = []
+    seen: dict[str, Any] = {}
+    for file in _files(paths, kind.files):
         for n, obj in iter_jsonl(file):
-            qid = _id_field(file, n, obj, "qid", "query")
-            where = f"{file}:{n}: query {qid!r}: "
-            modality = _check_modality(obj.get("query_modality"), "query_modality", where)
-            text = _optional_text(file, n, obj, "query_txt", qid)
-            image = _image_path(file, n, obj, "query_img_path", qid, root, check_images)
-            _check_parts(file, n, qid, modality, text, image, "query_txt", "query_img_path")
-            tid = obj.get("task_id")
-            if tid is not None and (isinstance(tid, bool) or not isinstance(tid, int) or tid not in TASKS):
-                raise InputError(f"{where}task_id {tid!r} is not an M-BEIR task id ({sorted(TASKS)})")
-            if qid in seen:
-                raise InputError(f"{where}duplicate qid (first at {seen[qid]}); qids must be unique")
-            seen[qid] = f"{file}:{n}"
-            out.append(MbeirQuery(
-                qid, text, image, modality,
-                _id_list(file, n, obj, "pos_cand_list", qid, required=True),
-                _id_list(file, n, obj, "neg_cand_list", qid, required=False),
-                obj.get("query_src_content"), tid, f"{file}:{n}",
-            ))
+            rid = _record_id(file, n, obj.get(kind.id_key), f"{kind.name} id {kind.id_key}", strict)
+            where = f"{file}:{n}: {kind.name} {rid!r}: "
+            declared = _check_modality(obj.get(kind.modality_key), kind.modality_key, where) if strict else None
+            text = _optional_text(file, n, obj, kind.text_key, rid)
+            image = _image_path(file, n, obj, kind.image_key, rid, root, check_images, strict)
+            if declared is not None:
+                _check_parts(file, n, rid, declared, text, image, kind.text_key, kind.image_key)
+            elif text is None and image is None:
+                raise InputError(f"{where}the record has neither text nor an image")
+            modality = declared or ("image,text" if text is not None and image is not None
+                                    else "image" if image is not None else "text")
+            record = make(file, n, obj, rid, text, image, modality, where)
+            first = seen.get(rid)
+            if first is not None:
+                if not kind.repeats:
+                    raise InputError(f"{where}duplicate {kind.id_key} (first at {first.source}); "
+                                     f"{kind.id_key}s must be unique")
+                if (first.text, first.image, first.modality) != (text, image, modality):
+                    raise InputError(f"{where}listed again with different content (first at {first.source}); "
+                                     f"{kind.id_key}s must be unique across the pool files")
+                continue
+            seen[rid] = record
+            out.append(record)
     if not out:
-        raise InputError(f"{_describe(paths)}: no queries found")
+        raise InputError(f"{_describe(paths)}: no {kind.plural} found")
     return out
 
 
+def read_queries(paths: str | os.PathLike | Sequence[str | os.PathLike], root: str | os.PathLike,
+                 check_images: bool = True, strict: bool = True) -> list[MbeirQuery]:
+    """Query records from JSONL files (or directories of them); image paths resolve against ``root``.
+
+    Refused with an error naming the file, line and qid: malformed ids, an
+    empty ``pos_cand_list``, duplicate qids, missing image files
+    (``check_images``) and, with ``strict``, unknown modality strings, a
+    modality that does not match the parts present and unknown task ids (see
+    the module docstring for the two rules).
+    """
+    def query(file, n, obj, qid, text, image, modality, where) -> MbeirQuery:
+        tid = obj.get("task_id") if strict else None
+        if tid is not None and (isinstance(tid, bool) or not isinstance(tid, int) or tid not in TASKS):
+            raise InputError(f"{where}task_id {tid!r} is not an M-BEIR task id ({sorted(TASKS)})")
+        return MbeirQuery(
+            qid, text, image, modality,
+            _id_list(file, n, obj, "pos_cand_list", qid, required=True, strict=strict),
+            _id_list(file, n, obj, "neg_cand_list", qid, required=False, strict=strict) if strict else (),
+            obj.get("query_src_content"), tid, f"{file}:{n}", _optional_text(file, n, obj, "instruction", qid),
+        )
+
+    return _read_records(_QUERY, paths, root, check_images, strict, query)
+
+
 def read_pool(paths: str | os.PathLike | Sequence[str | os.PathLike], root: str | os.PathLike,
-              check_images: bool = True) -> list[MbeirCandidate]:
+              check_images: bool = True, strict: bool = True) -> list[MbeirCandidate]:
     """Candidate records from a pool JSONL file or a directory of them (e.g. ``cand_pool/local``).
 
     A did listed twice with the same content (a local pool read together with
     the union pool) is kept once; the same did with different content is refused.
     """
-    root = Path(root)
-    out: list[MbeirCandidate] = []
-    seen: dict[str, MbeirCandidate] = {}
-    for file in _files(paths, "candidate pool"):
-        for n, obj in iter_jsonl(file):
-            did = _id_field(file, n, obj, "did", "candidate")
-            where = f"{file}:{n}: candidate {did!r}: "
-            modality = _check_modality(obj.get("modality"), "modality", where)
-            text = _optional_text(file, n, obj, "txt", did)
-            image = _image_path(file, n, obj, "img_path", did, root, check_images)
-            _check_parts(file, n, did, modality, text, image, "txt", "img_path")
-            cand = MbeirCandidate(did, text, image, modality, obj.get("src_content"), f"{file}:{n}")
-            if did in seen:
-                first = seen[did]
-                if (first.text, first.image, first.modality) != (text, image, modality):
-                    raise InputError(f"{where}listed again with different content (first at {first.source}); "
-                                     "dids must be unique across the pool files")
-                continue
-            seen[did] = cand
-            out.append(cand)
-    if not out:
-        raise InputError(f"{_describe(paths)}: no candidates found")
-    return out
+    def candidate(file, n, obj, did, text, image, modality, where) -> MbeirCandidate:
+        return MbeirCandidate(did, text, image, modality, obj.get("src_content"), f"{file}:{n}")
+
+    return _read_records(_CANDIDATE, paths, root, check_images, strict, candidate)
 
 
 def _files(paths, what: str) -> list[Path]:
