@@ -28,7 +28,7 @@ against the *global* pool (everything loaded). The table has one row per
 (task, dataset) and the mean of the rows.
 
 Nothing here touches Java or model code: encoders are duck-typed, and sparse
-retrieval through a Lucene index lives in :mod:`lsr.commands.eval_mbeir`.
+retrieval through a Lucene index lives in :mod:`lsr.cli.eval_mbeir`.
 
 Modules: :mod:`~lsr.mbeir.tasks` (tasks, datasets, table rows),
 :mod:`~lsr.mbeir.records` (readers of queries, pools, instructions, qrels),
