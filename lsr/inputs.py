@@ -126,3 +126,10 @@ def load_image(image: Any, max_pixels: int = 16_000_000):
             arr = np.repeat(arr, 3, axis=-1)
         return Image.fromarray(arr[..., :3], "RGB")
     raise InputError(f"cannot use {type(image).__name__} as an image; pass a path, PIL image or tensor")
+
+
+def text_only(encoder) -> bool:
+    """Whether ``encoder`` takes text only (SPLADE, a wrapped sentence embedder). Such a model is given the
+    inputs without their images (:func:`lsr.inputs.without_images`): an image-only candidate gets an empty
+    vector (it is reported and not indexed) and an image-only query is its instruction alone."""
+    return getattr(encoder, "takes_images", True) is False

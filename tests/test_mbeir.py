@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from anserini_bridge.mbeir import build_sparse_index, sparse_runs
 from lsr import InputError, Quantizer, SparseBatch, Vocabulary
-from lsr.cli.eval_mbeir import build_sparse_index, sparse_runs
 from lsr.fixtures.mbeir import build_fixture
 from lsr.io import Hit
 from lsr.mbeir import (

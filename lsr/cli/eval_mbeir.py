@@ -12,23 +12,22 @@ depth grows until enough local candidates are found). Dense encoders
 cosine similarity. ``--rerank`` models are evaluated the same way and fused
 with the main model's results by :mod:`lsr.fusion` (RRF or interpolation).
 
-This module is the only place that uses both ``encoders`` and
-``anserini_bridge``; they are imported inside the functions.
+The Lucene side lives in :mod:`anserini_bridge.mbeir`, the data, metrics and
+runs in :mod:`lsr.mbeir`; this module loads the models (``encoders``) and
+wires them together, importing both inside its functions.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+
+from lsr.mbeir.metrics import DENSE, SPARSE
 
 from ._options import add_fusion_args, add_model_args
-
-SPARSE, DENSE = "sparse", "dense"
 
 
 def register(sub) -> dict:
@@ -110,13 +109,6 @@ class TextOnlyDense:
         return self._embed(self.encoder.encode_documents, inputs)
 
 
-def text_only(encoder) -> bool:
-    """Whether ``encoder`` takes text only (SPLADE, a wrapped sentence embedder). Such a model is given the
-    inputs without their images (:func:`lsr.inputs.without_images`): an image-only candidate gets an empty
-    vector (it is reported and not indexed) and an image-only query is its instruction alone."""
-    return getattr(encoder, "takes_images", True) is False
-
-
 def ignored_images(mset, query_inputs) -> int:
     """How many images a text-only model leaves out: those of the candidates and of the queries."""
     return sum(c.image is not None for c in mset.pool) + sum(x.image is not None for x in query_inputs)
@@ -132,7 +124,7 @@ def model_kind(name: str) -> str:
 def load_model(name: str, kind: str = "auto", *, device: str | None = None, dtype: str = "auto",
                batch_size: int = 32, max_length: int | None = None, progress: bool = True):
     """``(encoder, kind)`` for a model name; sentence embedders are wrapped in :class:`TextOnlyDense`
-    (a SPLADE model takes the inputs without their images as they are, see :func:`text_only`)."""
+    (a SPLADE model takes the inputs without their images as they are, see :func:`lsr.inputs.text_only`)."""
     from encoders.registry import load
 
     kind = model_kind(name) if kind == "auto" else kind
@@ -141,150 +133,6 @@ def load_model(name: str, kind: str = "auto", *, device: str | None = None, dtyp
     if kind == DENSE:
         return (TextOnlyDense(model) if getattr(model, "kind", "") == "sentence" else model), DENSE
     return model, SPARSE
-
-
-# ---------------------------------------------------------- sparse, Lucene
-def _check_sparse(encoder) -> None:
-    from lsr.errors import InputError
-
-    missing = [a for a in ("name", "vocab", "encode_queries", "encode_documents") if not hasattr(encoder, a)]
-    if missing:
-        raise InputError(f"{type(encoder).__name__} is not a sparse encoder (missing {', '.join(missing)})")
-
-
-def _encode_sparse(encoder, inputs, ids: Sequence[str], role: str, chunk_size: int, progress: bool,
-                   max_terms: int | None = None):
-    """Yield SparseBatches with ids, ``chunk_size`` inputs at a time (each row pruned to its ``max_terms``
-    largest weights when given)."""
-    from lsr.progress import tqdm
-
-    from lsr.errors import InputError
-    from lsr.inputs import without_images
-    from lsr.sparse import SparseBatch
-
-    fn = encoder.encode_queries if role == "query" else encoder.encode_documents
-    strip = text_only(encoder)
-    desc = "encode queries" if role == "query" else "encode candidates"
-    with tqdm(total=len(inputs), unit="input", desc=desc, disable=not progress) as bar:
-        for s in range(0, len(inputs), chunk_size):
-            chunk = list(inputs[s:s + chunk_size])
-            batch = fn(without_images(chunk) if strip else chunk)
-            if not isinstance(batch, SparseBatch) or len(batch) != len(chunk):
-                raise InputError(f"{encoder.name}: encode_{role}s must return a SparseBatch with one row per input "
-                                 f"(got {type(batch).__name__} for {len(chunk)} inputs)")
-            bar.update(len(chunk))
-            if max_terms:
-                batch = batch.topk(max_terms)
-            yield batch.with_ids(ids[s:s + chunk_size])
-
-
-def build_sparse_index(encoder, mset, workdir: str | os.PathLike, quantizer=None, chunk_size: int = 256,
-                       threads: int | None = None, progress: bool = True, max_terms: int | None = None) -> Path:
-    """Encode the whole pool, write quantized vectors and build a Lucene impact index; returns its path.
-
-    ``max_terms`` keeps only the largest weights of each candidate vector.
-    Candidates whose vector is empty after quantization are listed in
-    ``WORKDIR/vectors/report.jsonl`` and are not indexed (they cannot be retrieved).
-    """
-    from anserini_bridge.index import build_index
-    from lsr.errors import InputError
-    from lsr.quantize import Quantizer
-    from lsr.vectors import VectorWriter
-
-    _check_sparse(encoder)
-    workdir = Path(workdir)
-    vecdir, index_dir = workdir / "vectors", workdir / "index"
-    inputs = mset.candidate_inputs()
-    dids = [c.did for c in mset.pool]
-    contents = [c.text or Path(c.image).name for c in mset.pool]
-    with VectorWriter(vecdir, quantizer or Quantizer(), encoder=encoder.name, vocab=encoder.vocab,
-                      overwrite=True, extra={"mbeir_pool": len(dids)}) as writer:
-        start = 0
-        for batch in _encode_sparse(encoder, inputs, dids, "document", chunk_size, progress, max_terms):
-            writer.write(batch, contents[start:start + len(batch)])
-            start += len(batch)
-    if writer.info.documents_written == 0:
-        raise InputError(f"{encoder.name} gave an empty vector to every one of the {len(dids)} candidates; "
-                         "nothing can be indexed")
-    build_index(vecdir, index_dir, threads=threads, overwrite=True, store_vectors=False, progress=progress)
-    return index_dir
-
-
-def sparse_runs(encoder, mset, query_inputs, index_dir: str | os.PathLike, depth: int = 50,
-                scopes: Iterable[str] = ("local", "global"), chunk_size: int = 256, threads: int | None = None,
-                progress: bool = True, max_terms: int | None = None):
-    """Search the impact index with the encoded queries; ``Runs`` for each scope at ``depth``.
-
-    ``max_terms`` keeps only the largest weights of each query vector.
-
-    Local results are the index's ranking restricted to the row's local pool;
-    queries whose first ``4 * depth`` hits hold fewer than ``depth`` local
-    candidates are searched again, 8 times deeper each round, up to the whole index.
-    """
-    from anserini_bridge.search import ImpactSearcher
-    from lsr.errors import InputError
-    from lsr.mbeir import Runs, restrict
-    from lsr.sparse import SparseBatch
-
-    _check_sparse(encoder)
-    scopes = tuple(scopes)
-    if depth < 1:
-        raise InputError(f"depth must be at least 1, got {depth}")
-    qids = [q.qid for q in mset.queries]
-    if len(query_inputs) != len(qids):
-        raise InputError(f"{len(query_inputs)} query inputs for {len(qids)} queries")
-    queries = SparseBatch.concat(list(_encode_sparse(encoder, list(query_inputs), qids, "query", chunk_size,
-                                                     progress, max_terms)))
-    out: dict = {}
-    with ImpactSearcher(index_dir) as searcher:
-        searcher.check_encoder(encoder.name, encoder.vocab.fingerprint)
-        n_docs = searcher.num_docs
-        k = max(1, min(n_docs, depth * 4 if "local" in scopes else depth))
-        first = searcher.batch_search(queries, qids, k=k, threads=threads)
-        if "global" in scopes:
-            out["global"] = {q: first[q][:depth] for q in qids}
-        if "local" in scopes:
-            local, pending, rounds = {}, [], 1
-            for i, q in enumerate(qids):
-                got = restrict(first[q], mset.scope_dids("local", mset.row_of(q)), depth)
-                if len(got) >= depth or len(first[q]) < k or k >= n_docs:
-                    local[q] = got
-                else:
-                    pending.append(i)
-            while pending:
-                k = min(n_docs, k * 8)
-                rounds += 1
-                sub_ids = [qids[i] for i in pending]
-                res = searcher.batch_search(queries.select(pending), sub_ids, k=k, threads=threads)
-                still = []
-                for i in pending:
-                    q = qids[i]
-                    got = restrict(res[q], mset.scope_dids("local", mset.row_of(q)), depth)
-                    if len(got) >= depth or len(res[q]) < k or k >= n_docs:
-                        local[q] = got
-                    else:
-                        still.append(i)
-                pending = still
-            out["local"] = local
-        info = {"indexed": n_docs, "pool": len(mset.pool), "search_rounds": rounds if "local" in scopes else 1,
-                "empty_queries": int((queries.nnz == 0).sum()), "query_terms_max": int(queries.nnz.max()),
-                "query_terms_mean": float(queries.nnz.mean())}
-    return Runs(encoder.name, out, SPARSE, info)
-
-
-def evaluate_model(encoder, kind: str, mset, query_inputs, workdir: str | os.PathLike, depth: int = 50,
-                   scopes: Iterable[str] = ("local", "global"), quantizer=None, threads: int | None = None,
-                   chunk_size: int = 256, progress: bool = True, max_query_terms: int | None = None,
-                   max_doc_terms: int | None = None):
-    """``Runs`` of one model: an impact index for a sparse one, exhaustive cosine for a dense one."""
-    from lsr.mbeir import dense_runs
-
-    if kind == DENSE:
-        return dense_runs(encoder, mset, query_inputs, depth, scopes, chunk_size=chunk_size, workdir=workdir,
-                          progress=progress)
-    index_dir = build_sparse_index(encoder, mset, workdir, quantizer, chunk_size, threads, progress, max_doc_terms)
-    return sparse_runs(encoder, mset, query_inputs, index_dir, depth, scopes, chunk_size, threads, progress,
-                       max_query_terms)
 
 
 # ------------------------------------------------------------------- command
@@ -300,7 +148,9 @@ def _find(path: str, root: Path, what: str) -> str:
 
 
 def cmd_eval_mbeir(args) -> int:
+    from anserini_bridge.mbeir import evaluate_model
     from lsr.errors import InputError
+    from lsr.inputs import text_only
     from lsr.mbeir import Runs, evaluate, fuse_runs, load_set, read_instructions
     from lsr.quantize import Quantizer
 

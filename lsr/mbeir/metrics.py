@@ -13,6 +13,10 @@ from .data import MbeirSet
 from .tasks import SCOPES, TASKS, dataset_name, headline_k, recall_ks
 
 # ------------------------------------------------------------------ results
+#: ``Runs.kind`` of a model's own runs (a fusion's is ``hybrid``)
+SPARSE, DENSE = "sparse", "dense"
+
+
 @dataclass
 class Runs:
     """Ranked results of one system: ``{scope: {qid: [Hit]}}`` for ``local`` and/or ``global``."""
