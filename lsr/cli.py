@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -452,7 +451,6 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     use_command_line_wording()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return COMMANDS[args.command](args)
     except LsrError as e:
