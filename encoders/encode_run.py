@@ -1,16 +1,21 @@
-"""One ``SpladeEncoder.iter_encode`` call: texts tokenized a window ahead on background threads, batches
-launched on the model and collected in input order (see :mod:`encoders.splade` for the design)."""
+"""One ``SpladeEncoder.iter_encode`` call: one loop on the calling thread launches batches on the model
+and collects them in input order, while a pool of tokenizer threads tokenizes the next windows and puts
+finished windows back into input order (see :mod:`encoders.splade` for the design).
+
+The moving parts are the loop, the pool and three first-in-first-out lists: windows being tokenized,
+batches launched and not yet collected (a few on an accelerator, so the loop rarely waits for the
+device; none on the CPU, where the model has finished when the launch returns), and windows being put
+back in order. With zero tokenizer threads the same loop does all the work itself.
+"""
 
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -20,12 +25,25 @@ from lsr.sparse import SparseBatch, row_entries
 from .base import EncodeStats
 
 if TYPE_CHECKING:
-    from .splade import SpladeEncoder
+    from .splade import SpladeEncoder, _InFlight
 
-# Texts per tokenizer call on a background thread.
+# Input texts per tokenizer task.
 _TOKENIZE_SLICE = 256
-# Batches launched on a CUDA device before the host waits for the oldest one.
-_CUDA_DEPTH = 6
+# Windows tokenized ahead of the one the model is working on.
+_AHEAD = 2
+# Batches launched on an accelerator before the loop collects the oldest one.
+_DEVICE_DEPTH = 6
+
+
+def default_tokenizer_threads() -> int:
+    """A quarter of the cores this process may use, at least 1 and at most 2.
+
+    Each tokenizer call also runs on the Hugging Face tokenizers' own thread
+    pool (unless ``TOKENIZERS_PARALLELISM`` is false, when more threads help),
+    and the model needs the remaining cores.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(1, min(2, cores // 4))
 
 
 class _BatchTokenizer:
@@ -92,28 +110,6 @@ def _pad_rows(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, pad_id:
     return out
 
 
-@dataclass
-class _Window:
-    start: int  # input positions [start, end)
-    end: int
-    future: Future | None = None  # -> _PreparedWindow
-
-
-@dataclass
-class _PreparedWindow:
-    """A tokenized window: ``packed`` holds the ids of its non-empty texts (input order), then per row in
-    length order the start of its ids and its length; ``batches`` are ``(first row, last row, width)``."""
-
-    packed: torch.Tensor | None
-    tokens: int
-    rows: int
-    batches: list[tuple[int, int, int]]
-    positions: np.ndarray  # window-relative input position of each row, in length order
-    inputs: int
-    empty: int
-    truncated: int
-
-
 def plan_windows(n: int, sort_window: int, first: int) -> list[tuple[int, int]]:
     """Split ``n`` inputs into sort windows: small at both ends, ``sort_window`` at most in between.
 
@@ -140,40 +136,63 @@ def plan_windows(n: int, sort_window: int, first: int) -> list[tuple[int, int]]:
     return out
 
 
-def _tokenizer_threads() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
-    if os.environ.get("TOKENIZERS_PARALLELISM", "").strip().lower() in ("", "1", "true", "t", "yes", "y", "on"):
-        return max(1, min(2, cores // 4))  # each call already runs on the Rust tokenizer's own threads
-    return max(1, min(8, cores // 2))
+
+class _Tokens(NamedTuple):
+    """Token ids of the non-empty texts among some inputs."""
+
+    positions: np.ndarray  # their input positions
+    flat: np.ndarray  # their ids, one text after the other
+    lengths: np.ndarray
+    truncated: int
+
+
+@dataclass
+class _Window:
+    """A tokenized window of inputs ``[start, end)``: ``packed`` holds the ids of its non-empty texts (input
+    order), then per row in length order the start of its ids and its length; ``batches`` are
+    ``(first row, last row, width)``."""
+
+    start: int
+    end: int
+    packed: torch.Tensor | None
+    tokens: int
+    rows: int
+    batches: list[tuple[int, int, int]]
+    positions: np.ndarray  # window-relative input position of each row, in length order
+    truncated: int
+
+
+class _Launched(NamedTuple):
+    """One step of the loop, collected in order: a batch on the model (``None`` for a window without rows)
+    and, on the last step of a window, the window."""
+
+    job: _InFlight | None
+    window: _Window | None
+
+
+class _Rows(NamedTuple):
+    """Finished rows in input order, as CSR parts."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
 
 
 class _EncodeRun:
-    """One ``iter_encode`` call: windows tokenized ahead, batches launched by this thread and collected by
-    another (a bounded number in flight), chunks yielded in input order."""
+    """One ``iter_encode`` call; :meth:`chunks` is the loop."""
 
     def __init__(self, enc: SpladeEncoder, texts: list[str], ids, chunk_size: int, sort_window: int,
                  stats: EncodeStats, bar):
         self.enc, self.texts, self.ids = enc, texts, ids
-        self.chunk_size, self.stats, self.bar = chunk_size, stats, bar
+        self.chunk_size, self.sort_window, self.stats, self.bar = chunk_size, sort_window, stats, bar
         self.n = len(texts)
         self.cuda = enc.device.type == "cuda"
-        small = self.n <= enc.batch_size
-        self.windows = [_Window(s, e) for s, e in plan_windows(
-            self.n, sort_window, max(256, 8 * enc.batch_size) if not small else self.n)]
+        self.depth = 0 if enc.device.type == "cpu" else _DEVICE_DEPTH
         self.tokenizer = enc._tokenizer_for_batches()
-        self.threaded = not small
-        self.pool = ThreadPoolExecutor(_tokenizer_threads(), thread_name_prefix="lsr-tokenize") if self.threaded else None
-        self.planner = ThreadPoolExecutor(1, thread_name_prefix="lsr-batches") if self.threaded else None
-        self.closed = threading.Event()
-        # launched batches go to the collector thread through `jobs`; finished windows come back through `done`
-        self.jobs: queue.Queue = queue.Queue()
-        self.done: queue.Queue = queue.Queue()
-        self.slots = threading.Semaphore(_CUDA_DEPTH if self.cuda else 2)
-        self.collector: threading.Thread | None = None
-        self.collector_done = False
-        self.pending: deque = deque()  # finished windows taken from `done`, in order
-        # putting a window's rows back into input order runs beside the collector, which keeps collecting
-        self.assembler = ThreadPoolExecutor(1, thread_name_prefix="lsr-assemble") if self.threaded else None
+        self.pool: ThreadPoolExecutor | None = None
+        self.launched: deque[_Launched] = deque()  # not yet collected, oldest first
+        self.results: list = []  # collected batches of the window being collected
+        self.finished: deque[Future] = deque()  # -> _Rows, windows in input order
         # rows finished, in input order, not yet yielded
         self.done_indptr: list[np.ndarray] = []
         self.done_indices: list[np.ndarray] = []
@@ -181,88 +200,109 @@ class _EncodeRun:
         self.done_rows = 0
         self.yielded = 0
 
+    # --------------------------------------------------------------- loop
+    @torch.inference_mode()
+    def chunks(self) -> Iterator[SparseBatch]:
+        small = self.n <= self.enc.batch_size
+        spans = plan_windows(self.n, self.sort_window, self.n if small else max(256, 8 * self.enc.batch_size))
+        if self.enc.tokenizer_threads and not small:  # one batch: nothing to overlap
+            self.pool = ThreadPoolExecutor(self.enc.tokenizer_threads, thread_name_prefix="lsr-tokenize")
+        try:
+            tokenizing = deque(self._tokenize_window(s, e) for s, e in spans[:_AHEAD])
+            for k, (start, end) in enumerate(spans):
+                if k + _AHEAD < len(spans):
+                    tokenizing.append(self._tokenize_window(*spans[k + _AHEAD]))
+                w = self._window(start, end, tokenizing.popleft())
+                self.stats.inputs += end - start
+                self.stats.empty += end - start - w.rows
+                self.stats.truncated += w.truncated
+                yield from self._launch(w)
+            yield from self._collect(keep=0)
+            yield from self._take_finished(block=True)
+            yield from self._ready_chunks(final=True)
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=False, cancel_futures=True)
+            self.enc._pooled_decoder.release()
+
+    def _start(self, fn: Callable, *args) -> Future:
+        """``fn(*args)`` on a tokenizer thread, or here and now without one."""
+        if self.pool is not None:
+            return self.pool.submit(fn, *args)
+        done: Future = Future()
+        done.set_result(fn(*args))
+        return done
+
     # ------------------------------------------------------------ windows
-    def _submit(self, w: _Window) -> None:
-        if w.future is not None:
-            return
-        if self.planner is None:
-            f: Future = Future()
-            f.set_result(self._prepare(w, None))
-            w.future = f
-            return
-        nonempty = self.pool.submit(self._nonempty, w.start, w.end)
-        w.future = self.planner.submit(self._prepare, w, nonempty)
+    def _tokenize_window(self, start: int, end: int) -> list[Future]:
+        return [self._start(self._tokenize, s, min(s + _TOKENIZE_SLICE, end))
+                for s in range(start, end, _TOKENIZE_SLICE)]
 
-    def _nonempty(self, start: int, end: int) -> tuple[np.ndarray, list[Future]]:
+    def _tokenize(self, start: int, end: int) -> _Tokens:
         texts = self.texts
-        pos = np.fromiter((i for i in range(start, end) if texts[i].strip()), np.int64)
-        slices = []
-        for s in range(0, len(pos), _TOKENIZE_SLICE):
-            part = pos[s:s + _TOKENIZE_SLICE]
-            slices.append(self.pool.submit(self.tokenizer, [texts[i] for i in part.tolist()]))
-        return pos, slices
+        positions = np.fromiter((i for i in range(start, end) if texts[i].strip()), np.int64)
+        if not len(positions):
+            none = np.zeros(0, np.int64)
+            return _Tokens(positions, none, none, 0)
+        return _Tokens(positions, *self.tokenizer([texts[i] for i in positions.tolist()]))
 
-    def _prepare(self, w: _Window, nonempty: Future | None) -> _PreparedWindow:
-        if nonempty is None:
-            pos = np.fromiter((i for i in range(w.start, w.end) if self.texts[i].strip()), np.int64)
-            parts = [self.tokenizer([self.texts[i] for i in pos.tolist()])] if len(pos) else []
-        else:
-            pos, slices = nonempty.result()
-            parts = [f.result() for f in slices]
-        n = w.end - w.start
-        if not parts or self.closed.is_set():
-            return _PreparedWindow(None, 0, 0, [], np.zeros(0, np.int64), n, n - len(pos), 0)
-        flat = np.concatenate([p[0] for p in parts])
-        lengths = np.concatenate([p[1] for p in parts])
+    def _window(self, start: int, end: int, slices: list[Future]) -> _Window:
+        parts: list[_Tokens] = [f.result() for f in slices]
+        truncated = sum(p.truncated for p in parts)
+        lengths = np.concatenate([p.lengths for p in parts])
+        rows = len(lengths)
+        if not rows:
+            return _Window(start, end, None, 0, 0, [], np.zeros(0, np.int64), truncated)
+        flat = np.concatenate([p.flat for p in parts])
+        positions = np.concatenate([p.positions for p in parts])
         order = np.argsort(-lengths, kind="stable")
-        rows, tokens = len(lengths), len(flat)
+        tokens = len(flat)
         packed = torch.empty(tokens + 2 * rows, dtype=torch.int64, pin_memory=self.cuda)
         arr = packed.numpy()
         arr[:tokens] = flat
         arr[tokens:tokens + rows] = (np.cumsum(lengths) - lengths)[order]
-        arr[tokens + rows:] = lengths[order]
         sorted_lengths = lengths[order]
+        arr[tokens + rows:] = sorted_lengths
         bs = self.enc.batch_size
         batches = [(b, min(b + bs, rows), int(sorted_lengths[b])) for b in range(0, rows, bs)]
-        return _PreparedWindow(packed, tokens, rows, batches, pos[order] - w.start, n, n - rows,
-                               sum(p[2] for p in parts))
+        return _Window(start, end, packed, tokens, rows, batches, positions[order] - start, truncated)
 
-    # ----------------------------------------------------------- collector
-    def _collect_loop(self) -> None:
-        """Collect launched batches in order; put each finished window (CSR in input order) on ``done``."""
-        state: dict[int, list] = {}
-        failed = False
-        with torch.inference_mode():
-            while True:
-                item = self.jobs.get()
-                if item is None:
-                    break
-                kind, wi, payload = item
-                if kind == "window":
-                    state[wi] = [payload, [], len(payload.batches)]
-                else:
-                    try:
-                        if not failed:
-                            state[wi][1].append(self.enc._collect(payload))
-                            state[wi][2] -= 1
-                    except BaseException as e:  # noqa: BLE001 - handed to the launching thread
-                        failed = True
-                        self.done.put(("error", e))
-                    finally:
-                        self.slots.release()
-                while not failed and state and state[min(state)][2] == 0:
-                    first = min(state)
-                    w, (prep, results, _) = self.windows[first], state.pop(first)
-                    self.done.put(("rows", self.assembler.submit(self._window_rows, w, prep, results)))
-        self.done.put(None)
+    # ------------------------------------------------------------ batches
+    def _launch(self, w: _Window) -> Iterator[SparseBatch]:
+        """Launch the window's batches, collecting the oldest ones once more than ``depth`` are in flight."""
+        if not w.rows:
+            self.launched.append(_Launched(None, w))
+            yield from self._collect(self.depth)
+            return
+        enc = self.enc
+        dev = w.packed.to(enc.device, non_blocking=True)  # the window's ids, in one copy
+        flat = dev[:w.tokens]
+        starts = dev[w.tokens:w.tokens + w.rows]
+        lengths = dev[w.tokens + w.rows:]
+        w.packed = None
+        for first, last, width in w.batches:
+            job = enc._launch_rows(flat, starts, lengths, first, last, width)
+            self.launched.append(_Launched(job, w if last == w.rows else None))
+            yield from self._collect(self.depth)
 
-    def _window_rows(self, w: _Window, prep: _PreparedWindow, results: list):
-        """A window's rows in input order, with empty rows for empty texts: ``(indptr, indices, values)``."""
+    def _collect(self, keep: int) -> Iterator[SparseBatch]:
+        """Collect launched batches, oldest first, until ``keep`` are left; put completed windows in order."""
+        while len(self.launched) > keep:
+            job, window = self.launched.popleft()
+            if job is not None:
+                self.results.append(self.enc._collect(job))
+            if window is not None:
+                self.finished.append(self._start(self._window_rows, window, self.results))
+                self.results = []
+        yield from self._take_finished(block=False)
+
+    def _window_rows(self, w: _Window, results: list) -> _Rows:
+        """A window's rows in input order, with empty rows for empty texts."""
         n = w.end - w.start
         indptr = np.zeros(n + 1, np.int64)
         if not results:
-            return indptr, np.zeros(0, np.int32), np.zeros(0, np.float32)
-        pos = prep.positions
+            return _Rows(indptr, np.zeros(0, np.int32), np.zeros(0, np.float32))
+        pos = w.positions
         c = np.concatenate([r[0] for r in results])
         cols = np.concatenate([r[1] for r in results])
         vals = np.concatenate([r[2] for r in results])
@@ -275,19 +315,21 @@ class _EncodeRun:
         out_vals = np.empty(total, np.float32)
         out_cols[dst] = cols
         out_vals[dst] = vals
-        return indptr, out_cols, out_vals
-
-    def _take_done(self, item) -> None:
-        if item[0] == "error":
-            raise item[1]
-        indptr, cols, vals = item[1].result() if isinstance(item[1], Future) else item[1]
-        self.done_indptr.append(indptr)
-        self.done_indices.append(cols)
-        self.done_values.append(vals)
-        self.done_rows += len(indptr) - 1
-        self.bar.update(len(indptr) - 1)
+        return _Rows(indptr, out_cols, out_vals)
 
     # ------------------------------------------------------------- output
+    def _take_finished(self, block: bool) -> Iterator[SparseBatch]:
+        """Move windows put back in order to the output and yield the chunks they complete; with ``block``,
+        wait for all of them."""
+        while self.finished and (block or self.finished[0].done()):
+            rows: _Rows = self.finished.popleft().result()
+            self.done_indptr.append(rows.indptr)
+            self.done_indices.append(rows.indices)
+            self.done_values.append(rows.values)
+            self.done_rows += len(rows.indptr) - 1
+            self.bar.update(len(rows.indptr) - 1)
+            yield from self._ready_chunks(final=False)
+
     def _ready_chunks(self, final: bool) -> Iterator[SparseBatch]:
         while self.done_rows - self.yielded >= self.chunk_size or (final and self.done_rows > self.yielded):
             take = min(self.chunk_size, self.done_rows - self.yielded)
@@ -321,93 +363,3 @@ class _EncodeRun:
         self.yielded += k
         chunk_ids = tuple(self.ids[start:start + k]) if self.ids is not None else None
         return SparseBatch(indptr, np.concatenate(idx), np.concatenate(vals), self.enc.vocab, chunk_ids)
-
-    # --------------------------------------------------------------- loop
-    def _drain(self, block: bool) -> Iterator[SparseBatch]:
-        """Take finished windows in order and yield the chunks they complete; with ``block``, all of them."""
-        while True:
-            while self.pending and (block or self.pending[0][0] == "error" or self.pending[0][1].done()):
-                self._take_done(self.pending.popleft())
-                yield from self._ready_chunks(final=False)
-            if self.collector_done or (self.pending and not block):
-                return
-            try:
-                item = self.done.get(block=block)
-            except queue.Empty:
-                return
-            if item is None:
-                self.collector_done = True
-                self.collector = None
-            else:
-                self.pending.append(item)
-
-    @torch.inference_mode()
-    def chunks(self) -> Iterator[SparseBatch]:
-        enc = self.enc
-        if not self.threaded:
-            yield from self._chunks_inline()
-            return
-        ahead = 2
-        for w in self.windows[:ahead]:
-            self._submit(w)
-        self.collector = threading.Thread(target=self._collect_loop, name="lsr-collect", daemon=True)
-        self.collector.start()
-        try:
-            for wi, w in enumerate(self.windows):
-                if wi + ahead < len(self.windows):
-                    self._submit(self.windows[wi + ahead])
-                prep = w.future.result()
-                w.future = None
-                self.stats.inputs += prep.inputs
-                self.stats.empty += prep.empty
-                self.stats.truncated += prep.truncated
-                self.jobs.put(("window", wi, prep))
-                if prep.rows:
-                    dev = prep.packed.to(enc.device, non_blocking=True)  # the window's ids, in one copy
-                    flat = dev[:prep.tokens]
-                    starts = dev[prep.tokens:prep.tokens + prep.rows]
-                    lengths = dev[prep.tokens + prep.rows:]
-                    for first, last, width in prep.batches:
-                        self.slots.acquire()
-                        self.jobs.put(("batch", wi, enc._launch_rows(flat, starts, lengths, first, last, width)))
-                        yield from self._drain(block=False)
-                prep.packed = None
-                yield from self._drain(block=False)
-            self.jobs.put(None)
-            yield from self._drain(block=True)
-            yield from self._ready_chunks(final=True)
-        finally:
-            if self.collector is not None:
-                self.jobs.put(None)
-            enc._pooled_decoder.release()
-
-    def _chunks_inline(self) -> Iterator[SparseBatch]:
-        """Small inputs: everything on this thread, no worker threads to start."""
-        enc = self.enc
-        try:
-            for w in self.windows:
-                prep = self._prepare(w, None)
-                self.stats.inputs += prep.inputs
-                self.stats.empty += prep.empty
-                self.stats.truncated += prep.truncated
-                results = []
-                if prep.rows:
-                    packed = prep.packed.to(enc.device)
-                    flat = packed[:prep.tokens]
-                    starts = packed[prep.tokens:prep.tokens + prep.rows]
-                    lengths = packed[prep.tokens + prep.rows:]
-                    for first, last, width in prep.batches:
-                        results.append(enc._collect(enc._launch_rows(flat, starts, lengths, first, last, width)))
-                self._take_done(("rows", self._window_rows(w, prep, results)))
-                yield from self._ready_chunks(final=False)
-            yield from self._ready_chunks(final=True)
-        finally:
-            enc._pooled_decoder.release()
-
-    def close(self) -> None:
-        self.closed.set()
-        if self.collector is not None:
-            self.jobs.put(None)
-        for ex in (self.pool, self.planner, self.assembler):
-            if ex is not None:
-                ex.shutdown(wait=False, cancel_futures=True)

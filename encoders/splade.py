@@ -2,18 +2,20 @@
 
 Encoding is a pipeline that keeps the model busy:
 
-* texts are tokenized on background threads (the Rust tokenizer releases the
-  GIL), a *sort window* ahead of the model; a window's token ids travel to the
-  device in one (pinned, asynchronous) copy and each batch is padded there;
+* texts are tokenized on ``tokenizer_threads`` background threads (the Rust
+  tokenizer releases the GIL), two *sort windows* ahead of the model; a
+  window's token ids travel to the device in one (pinned, asynchronous) copy
+  and each batch is padded there;
 * within a window, texts are sorted by token count so each batch pads to a
   similar length; the first and last windows of a long input are small, so
   the model starts early and the output of the last window is ready soon after
   the model finishes;
-* the thread that launches the model never waits for the device: results are
-  collected by a second thread, a bounded number of batches ahead; on CUDA the
-  padding mask goes to the model as a 4D boolean mask when that gives the same
-  result, because a 2D mask makes Hugging Face models check on the host
-  whether any padding exists, which waits for the device at every batch;
+* the thread that launches the model rarely waits for the device: on an
+  accelerator it collects each batch's result six launches later, so the
+  device always has work queued; on CUDA the padding mask goes to the model
+  as a 4D boolean mask when that gives the same result, because a 2D mask
+  makes Hugging Face models check on the host whether any padding exists,
+  which waits for the device at every batch;
 * the masked language model's output projection is replaced during inference
   by :class:`PooledDecoder`, which keeps a running masked max over positions
   instead of materialising ``[batch, positions, vocab]`` logits;
@@ -22,7 +24,8 @@ Encoding is a pipeline that keeps the model busy:
   result is sparsified to CSR on the device with one host copy per batch; on
   CUDA this happens on a side stream while the next batches run, so the host
   never waits for the model;
-* results are put back into input order and yielded in chunks.
+* results are put back into input order on the tokenizer threads and yielded
+  in chunks.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from lsr.vocab import Vocabulary
 
 # pick_device, pick_dtype and check_batching are also imported from here by dense.py and image_text.py.
 from .base import EncodeAll, EncodeStats, check_batching, default_batch_size, load_masked_lm, pick_device, pick_dtype
-from .encode_run import _BatchTokenizer, _EncodeRun, _pad_rows
+from .encode_run import _BatchTokenizer, _EncodeRun, _pad_rows, default_tokenizer_threads
 from .graphs import GraphedFunction
 from .pooled_decoder import PooledDecoder
 
@@ -86,6 +89,7 @@ class SpladeEncoder(EncodeAll):
         cuda_graphs: bool = False,
         pad_multiple: int | None = None,
         query_threads: int | None = 1,
+        tokenizer_threads: int | None = None,
     ):
         """Load ``model`` (alias, ``hf:`` id or path), or wrap ``hf_model`` + ``tokenizer`` objects.
 
@@ -104,6 +108,13 @@ class SpladeEncoder(EncodeAll):
         pieces is too small to split: with two threads the work barely
         shrinks, and on a busy machine the threads wait for each other at
         every operation (ten times slower measured on a loaded 2-core host).
+
+        ``tokenizer_threads``: threads that tokenize ahead of the model and put
+        finished windows back into input order in :meth:`iter_encode` (default:
+        a quarter of the cores, 1 or 2, see
+        :func:`~encoders.encode_run.default_tokenizer_threads`); 0 does all of
+        it on the calling thread, as do inputs of at most one batch. The
+        vectors are the same for any number.
         """
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
@@ -141,6 +152,9 @@ class SpladeEncoder(EncodeAll):
         if query_threads is not None and query_threads < 1:
             raise InputError(f"query_threads must be positive, got {query_threads}")
         self.query_threads = query_threads
+        if tokenizer_threads is not None and tokenizer_threads < 0:
+            raise InputError(f"tokenizer_threads must be 0 or more, got {tokenizer_threads}")
+        self.tokenizer_threads = default_tokenizer_threads() if tokenizer_threads is None else tokenizer_threads
         self.last_stats = EncodeStats()
 
     # ------------------------------------------------------------------ API
@@ -169,11 +183,9 @@ class SpladeEncoder(EncodeAll):
             raise InputError(f"sort_window must be positive, got {sort_window}")
         stats = stats if stats is not None else EncodeStats()
         bar = tqdm(total=len(texts), unit="doc", desc="encode", disable=not self.progress)
-        run = _EncodeRun(self, texts, ids, chunk_size, sort_window, stats, bar)
         try:
-            yield from run.chunks()
+            yield from _EncodeRun(self, texts, ids, chunk_size, sort_window, stats, bar).chunks()
         finally:
-            run.close()
             bar.close()
 
     def _encode_all(self, inputs, ids) -> SparseBatch:

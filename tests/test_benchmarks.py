@@ -4,6 +4,8 @@ single-pass validation of foreign vector files. No timing thresholds: CI machine
 
 import json
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -70,11 +72,54 @@ def test_pipelined_chunks_equal_textbook_pooling_in_input_order(tiny, reference,
     assert tiny._tokenizer_for_batches().fast is not None  # the background tokenizer path was used
 
 
+def test_any_number_of_tokenizer_threads_gives_the_same_chunks_and_stats(tiny_bert):
+    model, tok = tiny_bert
+    texts = _texts(150)
+    ids = [f"d{i}" for i in range(len(texts))]
+    got = {}
+    for threads in (0, 2):
+        enc = SpladeEncoder("tiny-random-bert", hf_model=model, tokenizer=tok, device="cpu", batch_size=7,
+                            max_length=40, tokenizer_threads=threads)
+        assert enc.tokenizer_threads == threads
+        real, names = enc._tokenizer_for_batches(), set()
+
+        def recording(batch, real=real, names=names):
+            names.add(threading.current_thread().name)
+            return real(batch)
+
+        enc._tokenizer_for_batches = lambda recording=recording: recording
+        stats = EncodeStats()
+        parts = list(enc.iter_encode(texts, ids, chunk_size=20, stats=stats, sort_window=50))
+        got[threads] = parts, (stats.inputs, stats.empty, stats.truncated)
+        if threads:
+            assert names and all(n.startswith("lsr-tokenize") for n in names)
+        else:
+            assert names == {threading.current_thread().name}
+    (a, a_stats), (b, b_stats) = got[0], got[2]
+    assert [len(p) for p in a] == [len(p) for p in b] and a_stats == b_stats
+    for x, y in zip(a, b):
+        assert x.ids == y.ids
+        np.testing.assert_array_equal(x.indptr, y.indptr)
+        np.testing.assert_array_equal(x.indices, y.indices)
+        np.testing.assert_array_equal(x.values, y.values)
+
+
+def test_tokenizer_threads_default_and_check(tiny_bert):
+    model, tok = tiny_bert
+    assert SpladeEncoder("t", hf_model=model, tokenizer=tok, device="cpu").tokenizer_threads in (1, 2)
+    with pytest.raises(InputError, match="tokenizer_threads"):
+        SpladeEncoder("t", hf_model=model, tokenizer=tok, device="cpu", tokenizer_threads=-1)
+
+
 def test_stopping_early_leaves_no_work_behind(tiny):
     it = tiny.iter_encode(_texts(120), chunk_size=10, sort_window=40)
     first = next(it)
     it.close()
     assert len(first) == 10
+    deadline = time.monotonic() + 10
+    while any(t.name.startswith("lsr-tokenize") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name.startswith("lsr-tokenize") for t in threading.enumerate())
 
 
 def test_errors_on_background_threads_reach_the_caller(tiny, monkeypatch):

@@ -8,7 +8,6 @@ command module with ``register(subparsers) -> {command_name: handler}``;
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -72,7 +71,6 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     use_command_line_wording()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return COMMANDS[args.command](args)
     except LsrError as e:
