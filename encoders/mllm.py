@@ -204,7 +204,7 @@ class E5VEmbedder:
         before = getattr(tok, "padding_side", None)
         tok.padding_side = self.padding_side
         try:
-            kwargs = {"text": prompts, "return_tensors": "pt", "padding": True}
+            kwargs = {"text": prompts, "return_tensors": "pt", "padding": "longest"}  # = True, without the max_length notice
             if images is not None:
                 kwargs["images"] = images
             batch = self.processor(**kwargs)

@@ -133,7 +133,7 @@ def test_reading_the_last_position_under_right_padding_would_be_wrong(tiny_llava
     model, processor = tiny_llava
     texts = [e.prompt("a long text about compressible flow over a swept wing"), e.prompt("short")]
     processor.tokenizer.padding_side = "right"
-    batch = processor(text=texts, return_tensors="pt", padding=True)
+    batch = processor(text=texts, return_tensors="pt", padding="longest")
     batch.pop("token_type_ids", None)
     with torch.no_grad():
         naive = model(**batch, output_hidden_states=True).hidden_states[-1][1, -1].numpy()
