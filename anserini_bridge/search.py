@@ -331,25 +331,6 @@ class _JsonBridge:
         return {qid: [(d, sc) for sc, d in rows] for qid, rows in data.items()}
 
 
-def _jackson(*overrides: tuple[str, tuple[str, ...], bool]):
-    """A Jackson ObjectMapper writing plain ASCII, with ``(class name, ignored properties, as an array)``
-    per-class overrides (set through its configuration, as the Lucene classes carry no annotations)."""
-    A = jvm.autoclass
-    Class = A("java.lang.Class")
-    mapper = A("com.fasterxml.jackson.databind.ObjectMapper")()
-    mapper.getFactory().configure(A("com.fasterxml.jackson.core.JsonGenerator$Feature").ESCAPE_NON_ASCII, True)
-    for cls_name, ignored, as_array in overrides:
-        names = A("java.util.HashSet")()
-        for n in ignored:
-            names.add(n)
-        override = mapper.configOverride(Class.forName(cls_name))
-        override.setIgnorals(A("com.fasterxml.jackson.annotation.JsonIgnoreProperties$Value").forIgnoredProperties(names))
-        if as_array:
-            override.setFormat(A("com.fasterxml.jackson.annotation.JsonFormat$Value").forShape(
-                A("com.fasterxml.jackson.annotation.JsonFormat$Shape").ARRAY))
-    return mapper
-
-
 _SCORE_DOCS_HEAD = '{"scoreDocs":['
 
 # Indexes with at most this many documents get their docid table in one piece at the first search;
@@ -364,11 +345,15 @@ class _DirectSearch:
     which at ``k = 1000`` costs far more than the search itself, and pyjnius
     then wraps every hit as a Java object. This path builds the same query
     (Anserini's ``BagOfWordsQueryGenerator`` over the ``contents`` field, the
-    index's ``ImpactSimilarity``), runs Lucene's top-k search with Anserini's
-    sort (score descending, then the ``id`` doc values ascending) on an
-    ``IndexSearcher`` of its own, and reads the hits as one JSON text of
-    ``[score, lucene doc]`` pairs. Lucene docs are mapped to ids with a table
+    index's ``ImpactSimilarity``), runs Lucene's top-k search on an
+    ``IndexSearcher`` of its own and reads the hits as one JSON text of
+    ``[lucene doc, score]`` pairs. Lucene docs are mapped to ids with a table
     read once from the ``id`` doc values.
+
+    The order is Anserini's: score descending, ties by id ascending (its sort
+    ``FIELD_SCORE, id``). Lucene's plain top-k breaks ties by Lucene doc instead,
+    so when the k-th score is tied the search asks for more hits until the
+    tie is complete, and ties are then ordered by id.
     """
 
     def __init__(self, index_dir: Path):
@@ -380,28 +365,41 @@ class _DirectSearch:
             reader, signature="(Lorg/apache/lucene/index/IndexReader;)V")
         self.searcher.setSimilarity(A("io.anserini.search.similarity.ImpactSimilarity")())
         self.max_doc = int(reader.maxDoc())
-        SortField, Sort = A("org.apache.lucene.search.SortField"), A("org.apache.lucene.search.Sort")
-        by_id = SortField("id", A("org.apache.lucene.search.SortField$Type").STRING_VAL)
-        self._by_score_then_id = Sort(SortField.FIELD_SCORE, by_id)
-        self._by_id = Sort(by_id)
 
-        # hits: a FieldDoc as [score, doc] (its sort values left out); the docid table: a FieldDoc as its id
-        self.mapper = _jackson(("org.apache.lucene.search.TopFieldDocs", ("totalHits", "fields"), False),
-                               ("org.apache.lucene.search.FieldDoc", ("shardIndex", "fields"), True))
-        self._table_mapper = _jackson(("org.apache.lucene.search.TopFieldDocs", ("totalHits", "fields"), False),
-                                      ("org.apache.lucene.search.FieldDoc", ("shardIndex", "score"), False),
-                                      ("org.apache.lucene.util.BytesRef", ("valid",), False))
+        Class = A("java.lang.Class")
+        mapper = A("com.fasterxml.jackson.databind.ObjectMapper")()
+        feature = A("com.fasterxml.jackson.core.JsonGenerator$Feature")
+        mapper.getFactory().configure(feature.ESCAPE_NON_ASCII, True)
+        HashSet = A("java.util.HashSet")
+        Ignorals = A("com.fasterxml.jackson.annotation.JsonIgnoreProperties$Value")
+        Format = A("com.fasterxml.jackson.annotation.JsonFormat$Value")
+        Shape = A("com.fasterxml.jackson.annotation.JsonFormat$Shape")
+
+        def ignore(cls_name: str, *names: str):
+            s = HashSet()
+            for n in names:
+                s.add(n)
+            override = mapper.configOverride(Class.forName(cls_name))
+            override.setIgnorals(Ignorals.forIgnoredProperties(s))
+            return override
+
+        ignore("org.apache.lucene.search.TopDocs", "totalHits")
+        ignore("org.apache.lucene.search.TopFieldDocs", "totalHits", "fields")
+        ignore("org.apache.lucene.search.ScoreDoc", "shardIndex").setFormat(Format.forShape(Shape.ARRAY))
+        ignore("org.apache.lucene.search.FieldDoc", "shardIndex", "score")
+        ignore("org.apache.lucene.util.BytesRef", "valid")
+        self.mapper = mapper
         # Map<String, Float>: the generator reads the query's weights as Float
-        self.query_reader = self.mapper.readerForMapOf(A("java.lang.Class").forName("java.lang.Float"))
+        self.query_reader = mapper.readerForMapOf(Class.forName("java.lang.Float"))
         self.generator = A("io.anserini.search.query.BagOfWordsQueryGenerator")()
         # the order of a hit's two fields in the JSON array
-        probe = json.loads(self.mapper.writeValueAsString(A("org.apache.lucene.search.FieldDoc")(7, 2.5)))
+        probe = json.loads(mapper.writeValueAsString(A("org.apache.lucene.search.ScoreDoc")(7, 2.5)))
         if probe == [7, 2.5]:
             self.doc_first = True
         elif probe == [2.5, 7]:
             self.doc_first = False
         else:
-            raise ValueError(f"unexpected FieldDoc JSON {probe!r}")
+            raise ValueError(f"unexpected ScoreDoc JSON {probe!r}")
         self._docids: list[str] | None = None
         self._lazy: dict[int, str] = {}
         self._utils = A("io.anserini.index.IndexReaderUtils")
@@ -416,14 +414,12 @@ class _DirectSearch:
     def _query(self, q: Mapping[str, int]):
         return self.generator.buildQuery("contents", self.query_reader.readValue(json.dumps(q)))
 
-    def search(self, q: Mapping[str, int], k: int) -> tuple[list[str], np.ndarray]:
-        """``(docids, float Lucene scores)`` of the top ``k``, best first, in Anserini's order."""
-        if self.max_doc == 0:
-            return [], np.zeros(0)
-        found = self.searcher.search(self._query(q), min(int(k), self.max_doc), self._by_score_then_id, True)
-        text = self.mapper.writeValueAsString(found)
+    def _top(self, query, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, lucene docs)`` of the plain top ``n`` (score descending, ties by Lucene doc)."""
+        text = self.mapper.writeValueAsString(self.searcher.search(query, n))
         # '{"scoreDocs":[[a,b],[a,b],...]}' holds numbers only: read them in one pass, which at k = 1000 costs
-        # half of a JSON parse into nested lists (Java writes large floats as 1.5E7, which float() reads too)
+        # half of a JSON parse into nested lists
+        # (Java writes large floats as 1.5E7, which float() reads too)
         body = text[len(_SCORE_DOCS_HEAD):-2] if text.startswith(_SCORE_DOCS_HEAD) and text.endswith("]}") else None
         if body is None:
             pairs = np.asarray(json.loads(text)["scoreDocs"], dtype=np.float64).reshape(-1, 2)
@@ -432,7 +428,27 @@ class _DirectSearch:
         else:
             pairs = np.zeros((0, 2))
         docs, scores = (pairs[:, 0], pairs[:, 1]) if self.doc_first else (pairs[:, 1], pairs[:, 0])
-        return self._ids(docs.astype(np.int64).tolist()), scores
+        return scores, docs.astype(np.int64)
+
+    def search(self, q: Mapping[str, int], k: int) -> tuple[list[str], np.ndarray]:
+        """``(docids, float Lucene scores)`` of the top ``k``, best first, in Anserini's order."""
+        if self.max_doc == 0:
+            return [], np.zeros(0)
+        query = self._query(q)
+        n = min(k + 1, self.max_doc)
+        scores, docs = self._top(query, n)
+        # a full page whose last hit ties with the k-th: documents with that score may be missing
+        while len(scores) == n and n < self.max_doc and scores[-1] == scores[k - 1]:
+            n = min(self.max_doc, 2 * n)
+            scores, docs = self._top(query, n)
+        docids = self._ids(docs.tolist())
+        if len(scores) > 1 and bool((scores[1:] == scores[:-1]).any()):
+            # ties by id (Anserini's second sort key): sort by id, then stably by score descending
+            by_id = sorted(range(len(docids)), key=docids.__getitem__)
+            order = [by_id[i] for i in np.argsort(-scores[by_id], kind="stable")]
+            docids = [docids[i] for i in order]
+            scores = scores[order]
+        return docids[:k], scores[:k]
 
     # ------------------------------------------------------------ docids
     def _ids(self, docs: list[int]) -> list[str]:
@@ -452,10 +468,12 @@ class _DirectSearch:
 
     def _read_docid_table(self) -> list[str]:
         """Every Lucene doc's id, from one search over all documents sorted by the ``id`` doc values."""
-        query = jvm.autoclass("org.apache.lucene.search.MatchAllDocsQuery")()
-        found = self.searcher.search(query, max(1, self.max_doc), self._by_id)
+        A = jvm.autoclass
+        SortField = A("org.apache.lucene.search.SortField")
+        sort = A("org.apache.lucene.search.Sort")(SortField("id", A("org.apache.lucene.search.SortField$Type").STRING_VAL))
+        found = self.searcher.search(A("org.apache.lucene.search.MatchAllDocsQuery")(), max(1, self.max_doc), sort)
         table = [""] * self.max_doc
-        for row in json.loads(self._table_mapper.writeValueAsString(found))["scoreDocs"]:
+        for row in json.loads(self.mapper.writeValueAsString(found))["scoreDocs"]:
             ref = row["fields"][0]
             raw = base64.b64decode(ref["bytes"])
             table[row["doc"]] = raw[ref["offset"]:ref["offset"] + ref["length"]].decode("utf-8")
