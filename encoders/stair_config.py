@@ -7,8 +7,9 @@ A saved model is a directory::
     DIR/text/               the text model's Hugging Face config and tokenizer files
 
 and :func:`encoders.registry.resolve` reports such a directory as kind ``"stair"``.
-The configuration is one JSON object read and written with
-:func:`lsr.meta.read_meta` / :func:`lsr.meta.write_meta`.
+The configuration is :class:`StairConfig`, one of the project's versioned
+metadata classes (:class:`lsr.meta.Meta`: format tag, atomic write, a clear
+error for a corrupted file or one from a newer version).
 :class:`encoders.stair.StairEncoder` runs the model these functions build.
 """
 
@@ -16,13 +17,14 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from lsr.errors import EnvironmentProblem, InputError, first_line
-from lsr.meta import read_meta, write_meta
+from lsr.meta import Meta, meta_field
 
 from .base import load_masked_lm
 from .open_clip_models import _random_init, open_clip_module, register_image_config
@@ -30,7 +32,19 @@ from .registry import STAIR_MARKER, resolve
 from .stair_model import StairModel, TokenHead, _mlm_head_parts, _plain, _probe_width, build_image_tower
 from .towers import TimmTower
 
-FORMAT = "lsr-stair/1"
+
+
+@dataclass
+class StairConfig(Meta, format="lsr-stair", what="STAIR configuration",
+                  remedy="save the model again with StairEncoder.save"):
+    """``lsr-stair.json``: the image tower's name and the rest of the configuration (open_clip config,
+    preprocessing, head, flags), kept as written."""
+
+    image_model: str = meta_field(default="", required=True)
+    settings: dict = meta_field(default_factory=dict, rest=True)
+
+
+FORMAT = StairConfig.tag()
 WEIGHTS_FILE = "model.safetensors"
 TEXT_DIR = "text"
 HEAD_INITS = ("random", "mlm")
@@ -75,13 +89,7 @@ def new_model(image_model: str, pretrained: str | None, image_config: dict | Non
 
 def read_config(path: str | os.PathLike) -> dict:
     """The configuration in a STAIR directory's marker file; an error naming the file when it is unreadable."""
-    marker = Path(path) / STAIR_MARKER
-    try:
-        config = read_meta(marker, FORMAT)
-        config["image_model"]
-    except (OSError, ValueError, KeyError, UnicodeDecodeError) as e:
-        raise InputError(f"{marker}: not a readable STAIR configuration ({e})") from None
-    return config
+    return StairConfig.read(Path(path) / STAIR_MARKER).to_dict()
 
 
 def read_model_dir(path: str | os.PathLike) -> tuple[StairModel, object, dict]:
@@ -136,7 +144,7 @@ def write_model_dir(path: str | os.PathLike, model: StairModel, tokenizer, confi
     tmp = path / (WEIGHTS_FILE + ".tmp")
     save_model(model, str(tmp))
     os.replace(tmp, path / WEIGHTS_FILE)
-    write_meta(path / STAIR_MARKER, config)
+    StairConfig.from_dict(config, "the STAIR configuration").write(path / STAIR_MARKER)
     return path
 
 

@@ -211,3 +211,22 @@ def test_older_versions_are_upgraded_and_absent_values_are_fresh_copies():
         _Versioned.from_dict({"format": "test-versioned/3", "width": 1})
     with pytest.raises(InputError, match=r"format 'test-versioned' is not test metadata"):
         _Versioned.from_dict({"format": "test-versioned", "width": 1})
+
+
+def test_an_old_stair_configuration_loads_and_writes_back_unchanged(tmp_path):
+    from encoders.stair_config import StairConfig, read_config
+
+    # as lsr-stair.json was written before it became a Meta class (abridged to a few keys)
+    old = {"format": "lsr-stair/1", "image_model": "efficientnet-lite0", "pretrained": None,
+           "image_config": {"timm_model": "efficientnet_lite0"}, "text_model": "splade-tiny", "max_length": 64,
+           "head_vocab_size": 30522, "global_token": True}
+    (tmp_path / "lsr-stair.json").write_text(json.dumps(old))
+    assert read_config(tmp_path) == old
+    StairConfig.from_dict(old).write(tmp_path / "again.json")
+    assert json.loads((tmp_path / "again.json").read_text()) == old
+    (tmp_path / "lsr-stair.json").write_text(json.dumps({**old, "format": "lsr-stair/9"}))
+    with pytest.raises(InputError, match=r"lsr-stair.json: format 'lsr-stair/9' was written by a newer version"):
+        read_config(tmp_path)
+    (tmp_path / "lsr-stair.json").write_text(json.dumps({"format": "lsr-stair/1"}))
+    with pytest.raises(InputError, match=r"corrupted STAIR configuration \('image_model' is missing\)"):
+        read_config(tmp_path)
