@@ -258,6 +258,29 @@ class ImpactSearcher(SparseRetriever):
         self._searcher.close()
 
 
+def _object_mapper():
+    """A Jackson ObjectMapper (from the Anserini jar) that writes plain ASCII, so no id or token depends on how
+    strings cross into Python."""
+    mapper = jvm.autoclass("com.fasterxml.jackson.databind.ObjectMapper")()
+    mapper.getFactory().configure(jvm.autoclass("com.fasterxml.jackson.core.JsonGenerator$Feature").ESCAPE_NON_ASCII,
+                                  True)
+    return mapper
+
+
+def _configure(mapper, class_name: str, ignored: Sequence[str], as_array: bool = False) -> None:
+    """Tell ``mapper`` to leave out ``ignored`` properties of ``class_name`` (and to write it as a JSON array),
+    through its per-class configuration: the Lucene and Anserini classes carry no Jackson annotations."""
+    A = jvm.autoclass
+    names = A("java.util.HashSet")()
+    for n in ignored:
+        names.add(n)
+    override = mapper.configOverride(A("java.lang.Class").forName(class_name))
+    override.setIgnorals(A("com.fasterxml.jackson.annotation.JsonIgnoreProperties$Value").forIgnoredProperties(names))
+    if as_array:
+        override.setFormat(A("com.fasterxml.jackson.annotation.JsonFormat$Value").forShape(
+            A("com.fasterxml.jackson.annotation.JsonFormat$Shape").ARRAY))
+
+
 class _JsonBridge:
     """Java objects from JSON text and back, through the Jackson library inside the Anserini jar.
 
@@ -274,24 +297,14 @@ class _JsonBridge:
     def create(cls) -> "_JsonBridge":
         """The bridge; every Anserini fat jar this project supports bundles Jackson."""
         try:
-            mapper = jvm.autoclass("com.fasterxml.jackson.databind.ObjectMapper")()
-            feature = jvm.autoclass("com.fasterxml.jackson.core.JsonGenerator$Feature")
-            # plain ASCII out, so no document id depends on how strings cross into Python
-            mapper.getFactory().configure(feature.ESCAPE_NON_ASCII, True)
+            mapper = _object_mapper()
             Class = jvm.autoclass("java.lang.Class")
             bridge = cls(mapper, Class.forName("java.util.List"), Class.forName("java.util.Map"))
         except Exception as e:  # noqa: BLE001 - no Jackson in this jar
             raise EnvironmentProblem(f"the Anserini jar lacks the Jackson JSON library ({first_line(e)}); "
                                      "use the fat jar that pyserini ships (anserini-*-fatjar.jar)") from None
         try:
-            ignored = jvm.autoclass("java.util.HashSet")()
-            for name in ("lucene_document", "lucene_docid"):
-                ignored.add(name)
-            override = mapper.configOverride(Class.forName("io.anserini.search.ScoredDoc"))
-            override.setIgnorals(jvm.autoclass(
-                "com.fasterxml.jackson.annotation.JsonIgnoreProperties$Value").forIgnoredProperties(ignored))
-            fmt = jvm.autoclass("com.fasterxml.jackson.annotation.JsonFormat$Value")
-            override.setFormat(fmt.forShape(jvm.autoclass("com.fasterxml.jackson.annotation.JsonFormat$Shape").ARRAY))
+            _configure(mapper, "io.anserini.search.ScoredDoc", ("lucene_document", "lucene_docid"), as_array=True)
             probe = bridge.read(jvm.autoclass("io.anserini.search.ScoredDoc")("d\u00e9\U0001F600", 7, 2.5, None))
             if probe == ["d\u00e9\U0001F600", 2.5]:
                 bridge.docid_first = True
@@ -366,31 +379,15 @@ class _DirectSearch:
         self.searcher.setSimilarity(A("io.anserini.search.similarity.ImpactSimilarity")())
         self.max_doc = int(reader.maxDoc())
 
-        Class = A("java.lang.Class")
-        mapper = A("com.fasterxml.jackson.databind.ObjectMapper")()
-        feature = A("com.fasterxml.jackson.core.JsonGenerator$Feature")
-        mapper.getFactory().configure(feature.ESCAPE_NON_ASCII, True)
-        HashSet = A("java.util.HashSet")
-        Ignorals = A("com.fasterxml.jackson.annotation.JsonIgnoreProperties$Value")
-        Format = A("com.fasterxml.jackson.annotation.JsonFormat$Value")
-        Shape = A("com.fasterxml.jackson.annotation.JsonFormat$Shape")
-
-        def ignore(cls_name: str, *names: str):
-            s = HashSet()
-            for n in names:
-                s.add(n)
-            override = mapper.configOverride(Class.forName(cls_name))
-            override.setIgnorals(Ignorals.forIgnoredProperties(s))
-            return override
-
-        ignore("org.apache.lucene.search.TopDocs", "totalHits")
-        ignore("org.apache.lucene.search.TopFieldDocs", "totalHits", "fields")
-        ignore("org.apache.lucene.search.ScoreDoc", "shardIndex").setFormat(Format.forShape(Shape.ARRAY))
-        ignore("org.apache.lucene.search.FieldDoc", "shardIndex", "score")
-        ignore("org.apache.lucene.util.BytesRef", "valid")
+        mapper = _object_mapper()
+        _configure(mapper, "org.apache.lucene.search.TopDocs", ("totalHits",))
+        _configure(mapper, "org.apache.lucene.search.TopFieldDocs", ("totalHits", "fields"))
+        _configure(mapper, "org.apache.lucene.search.ScoreDoc", ("shardIndex",), as_array=True)
+        _configure(mapper, "org.apache.lucene.search.FieldDoc", ("shardIndex", "score"))
+        _configure(mapper, "org.apache.lucene.util.BytesRef", ("valid",))
         self.mapper = mapper
         # Map<String, Float>: the generator reads the query's weights as Float
-        self.query_reader = mapper.readerForMapOf(Class.forName("java.lang.Float"))
+        self.query_reader = mapper.readerForMapOf(A("java.lang.Class").forName("java.lang.Float"))
         self.generator = A("io.anserini.search.query.BagOfWordsQueryGenerator")()
         # the order of a hit's two fields in the JSON array
         probe = json.loads(mapper.writeValueAsString(A("org.apache.lucene.search.ScoreDoc")(7, 2.5)))
