@@ -46,7 +46,7 @@ from .stair_model import TINY_IMAGE_CONFIGS, StairModel, build_image_tower  # no
 RUNTIME_OPTIONS = ("device", "dtype", "max_length", "batch_size", "progress")
 #: What :meth:`StairEncoder.create` takes besides the runtime options: what a new model is.
 MODEL_OPTIONS = ("image_model", "pretrained", "image_config", "text_model", "head_init", "head_vocab",
-                 "global_token", "text_expansion")
+                 "image_positions", "head_hidden", "head_dropout", "text_expansion")
 
 
 # ----------------------------------------------------------------- encoder
@@ -123,7 +123,8 @@ class StairEncoder(EncodeAll):
     @classmethod
     def create(cls, *, image_model: str = "ViT-B-16", pretrained: str | None = None, image_config: dict | None = None,
                text_model: str = "splade-tiny", head_init: str = "random", head_vocab: Sequence[int] | None = None,
-               global_token: bool | None = None, text_expansion: bool = True, **runtime_options) -> "StairEncoder":
+               image_positions: str | None = None, head_hidden: int | None = None, head_dropout: float = 0.0,
+               text_expansion: bool = True, **runtime_options) -> "StairEncoder":
         """A new model: an image tower, a token-prediction head and the SPLADE text model ``text_model``.
 
         ``image_model``: an open_clip model name, ``timm:NAME`` or a tower alias
@@ -137,16 +138,20 @@ class StairEncoder(EncodeAll):
         not the default). ``head_vocab`` (token ids) restricts the head to those
         word pieces, e.g. the ones that occur in the training captions
         (:func:`caption_vocabulary`): the projection, the costliest part of the
-        head, shrinks accordingly. ``global_token`` adds the average of a CNN
-        tower's feature map as one more position for the head (default: on
-        for timm CNN towers, which have no class token).
+        head, shrinks accordingly. ``image_positions`` is what the head reads
+        from the tower (:meth:`~encoders.stair_model.StairModel.head_positions`):
+        ``"tokens"`` (the default for ViT towers), ``"tokens+mean"`` (the
+        default for timm CNN towers, which have no class token) or ``"mean"``.
+        ``head_hidden`` is the width of the head's hidden layer (default: the
+        text model's, which ``head_init="mlm"`` needs). ``head_dropout`` drops
+        tower features while the head trains (saved with the model).
 
         ``runtime_options`` are those of :meth:`load` (``max_length`` defaults to 256).
         """
         _check_options("StairEncoder.create", runtime_options, MODEL_OPTIONS + RUNTIME_OPTIONS,
                        "a saved model is opened with StairEncoder.load(path)")
         model, tokenizer, config, copied = new_model(image_model, pretrained, image_config, text_model, head_init,
-                                                     head_vocab, global_token)
+                                                     head_vocab, image_positions, head_hidden, head_dropout)
         options = {k: v for k, v in runtime_options.items() if v is not None}
         return cls(model, tokenizer, config, name=f"stair:{image_model}+{text_model}", text_expansion=text_expansion,
                    head_copied=copied, **options)

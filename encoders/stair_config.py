@@ -29,7 +29,7 @@ from lsr.meta import Meta, meta_field
 from .base import load_masked_lm
 from .open_clip_models import _random_init, open_clip_module, register_image_config
 from .registry import STAIR_MARKER, resolve
-from .stair_model import StairModel, TokenHead, _mlm_head_parts, _plain, _probe_width, build_image_tower
+from .stair_model import IMAGE_POSITIONS, StairModel, TokenHead, _mlm_head_parts, _plain, _probe_width, build_image_tower
 from .towers import TimmTower
 
 
@@ -52,25 +52,35 @@ HEAD_INITS = ("random", "mlm")
 
 def new_model(image_model: str, pretrained: str | None, image_config: dict | None, text_model: str,
               head_init: str = "random", head_vocab: Sequence[int] | None = None,
-              global_token: bool | None = None) -> tuple[StairModel, object, dict, list[str]]:
+              image_positions: str | None = None,
+              head_hidden: int | None = None, head_dropout: float = 0.0) -> tuple[StairModel, object, dict, list[str]]:
     """``(model, tokenizer, config, head parts copied)`` of a new STAIR model (float32, on the CPU).
 
     See :meth:`encoders.stair.StairEncoder.create` for the arguments.
     """
     if head_init not in HEAD_INITS:
         raise InputError(f"head_init must be 'mlm' or 'random', not {head_init!r}")
+    if image_positions is not None and image_positions not in IMAGE_POSITIONS:
+        raise InputError(f"image_positions must be one of {', '.join(IMAGE_POSITIONS)}, not {image_positions!r}")
+    if head_hidden is not None and (not isinstance(head_hidden, int) or head_hidden < 1):
+        raise InputError(f"head_hidden must be a positive integer, not {head_hidden!r}")
+    if not 0.0 <= head_dropout < 1.0:
+        raise InputError(f"head_dropout must lie in [0, 1), not {head_dropout!r}")
     visual, cfg, preprocess = build_image_tower(image_model, pretrained, image_config)
     tokenizer, text = load_masked_lm(text_model, torch.float32, what="text model")
     width = _probe_width(visual, preprocess)
     dense, norm, decoder = _mlm_head_parts(text)
-    hidden = decoder.weight.shape[1]
+    hidden = head_hidden or decoder.weight.shape[1]
+    if head_init == "mlm" and hidden != decoder.weight.shape[1]:
+        raise InputError(f"head_init='mlm' copies the text model's head, whose width is {decoder.weight.shape[1]}; "
+                         f"leave head_hidden unset (got {hidden})")
     eps = getattr(norm, "eps", 1e-12) if norm is not None else 1e-12
-    head = TokenHead(width, hidden, decoder.weight.shape[0], eps, head_vocab)
+    head = TokenHead(width, hidden, decoder.weight.shape[0], eps, head_vocab, head_dropout)
     copied = head.init_from_mlm(text) if head_init == "mlm" else []
     model = StairModel(visual, head, text)
-    if global_token is None:
-        global_token = isinstance(visual, TimmTower) and visual.spatial
-    model.global_token = bool(global_token)
+    if image_positions is None:
+        image_positions = "tokens+mean" if isinstance(visual, TimmTower) and visual.spatial else "tokens"
+    model.image_positions = image_positions
     config = {
         "format": FORMAT,
         "image_model": image_model,
@@ -81,10 +91,23 @@ def new_model(image_model: str, pretrained: str | None, image_config: dict | Non
         "head_hidden": hidden,
         "head_eps": eps,
         "head_vocab": None if head.out_ids is None else head.out_ids.tolist(),
-        "global_token": bool(global_token),
+        "image_positions": image_positions,
+        "head_dropout": float(head_dropout),
         "text_model": text_model,
     }
     return model, tokenizer, config, copied
+
+
+def saved_image_positions(config: dict, path) -> str:
+    """The ``image_positions`` of a saved configuration; directories written before that option record the
+    same choice as ``global_token`` (true: ``"tokens+mean"``)."""
+    value = config.get("image_positions")
+    if value is None:
+        return "tokens+mean" if config.get("global_token") else "tokens"
+    if value not in IMAGE_POSITIONS:
+        raise InputError(f"{Path(path) / STAIR_MARKER}: image_positions {value!r} is not one of "
+                         f"{', '.join(IMAGE_POSITIONS)}; save the model again with StairEncoder.save")
+    return value
 
 
 def read_config(path: str | os.PathLike) -> dict:
@@ -119,9 +142,10 @@ def read_model_dir(path: str | os.PathLike) -> tuple[StairModel, object, dict]:
         raise InputError(f"{path / TEXT_DIR}: the text model's config or tokenizer is missing ({e})") from None
     vocab_size = text.get_output_embeddings().weight.shape[0]
     head = TokenHead(int(config["image_width"]), int(config["head_hidden"]), vocab_size,
-                     float(config.get("head_eps", 1e-12)), config.get("head_vocab"))
+                     float(config.get("head_eps", 1e-12)), config.get("head_vocab"),
+                     float(config.get("head_dropout", 0.0)))
     model = StairModel(visual, head, text)
-    model.global_token = bool(config.get("global_token", False))
+    model.image_positions = saved_image_positions(config, path)
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise InputError(f"{weights}: file not found; the STAIR directory is incomplete")

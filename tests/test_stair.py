@@ -128,7 +128,7 @@ def test_load_and_create_take_only_the_arguments_that_apply(tmp_path, stair):
     path = stair.save(tmp_path / "model")
     # what a saved model is was recorded with it: load refuses the arguments that build a new model
     for option in ({"image_model": "ViT-B-16"}, {"pretrained": "x.pt"}, {"text_model": "splade-tiny"},
-                   {"head_vocab": [1000, 1001]}, {"head_init": "mlm"}, {"global_token": True},
+                   {"head_vocab": [1000, 1001]}, {"head_init": "mlm"}, {"image_positions": "mean"},
                    {"image_config": {}}, {"text_expansion": False}):
         (name,) = option
         with pytest.raises(InputError, match=rf"StairEncoder.load does not take {name} \(it takes device, dtype, "
@@ -344,3 +344,51 @@ def test_training_text_pooling_equals_the_textbook_in_values_and_gradients(stair
             g_ref = torch.autograd.grad((ref * keep * probe).sum(), weight)[0]
             g_new = torch.autograd.grad((new * keep * probe).sum(), weight)[0]
         assert torch.allclose(g_ref, g_new, atol=1e-5)
+
+
+def test_image_positions_and_head_width_are_chosen_at_creation_and_kept_in_the_saved_model(tmp_path):
+    """``image_positions`` picks what the head reads (the tower's tokens, plus their average, or the average
+    alone); it, ``head_hidden`` and ``head_dropout`` are saved with the model, and a directory written with the older
+    ``global_token`` flag loads as the same choice."""
+    from encoders.stair import StairEncoder
+
+    torch.manual_seed(0)
+    tokens = torch.randn(2, 5, 8)
+    built = {}
+    for choice in ("tokens", "tokens+mean", "mean"):
+        enc = StairEncoder.create(image_model="stair-tiny-vit", text_model="splade-tiny", image_positions=choice,
+                                  head_hidden=16, head_dropout=0.5, device="cpu")
+        assert enc.model.head.dense.out_features == 16
+        built[choice] = enc
+        got = enc.model.head_positions(tokens)
+        want = {"tokens": tokens, "mean": tokens.mean(1, keepdim=True),
+                "tokens+mean": torch.cat([tokens.mean(1, keepdim=True), tokens], 1)}[choice]
+        assert torch.equal(got, want)
+    enc = built["mean"]
+    img = _image()
+    with torch.no_grad():
+        # the average alone: one position, so the vector is the head at the mean token (no max)
+        mean_token = enc.model.image_tokens(enc.pixels([img], enc.device)).mean(1)
+        want = torch.log1p(torch.relu(enc.model.head(mean_token)))
+        want[:, enc._excluded] = 0
+    assert torch.allclose(_dense(enc.encode_documents([Input(image=img)])), want, atol=1e-5)
+    path = enc.save(tmp_path / "m")
+    again = StairEncoder.load(path, device="cpu")
+    assert again.model.image_positions == "mean" and again.model.head.dense.out_features == 16
+    assert again.model.head.dropout.p == 0.5  # in training only: the encodings below are deterministic
+    assert torch.equal(_dense(again.encode_documents([Input(image=img)])), _dense(enc.encode_documents([Input(image=img)])))
+    # a directory from before the option: global_token true means the tokens and their average
+    cfg = json.loads((path / "lsr-stair.json").read_text())
+    for old, expected in ((True, "tokens+mean"), (False, "tokens")):
+        legacy = {k: v for k, v in cfg.items() if k != "image_positions"} | {"global_token": old}
+        (path / "lsr-stair.json").write_text(json.dumps(legacy))
+        assert StairEncoder.load(path, device="cpu").model.image_positions == expected
+    (path / "lsr-stair.json").write_text(json.dumps(cfg | {"image_positions": "corners"}))
+    with pytest.raises(InputError, match=r"lsr-stair.json: image_positions 'corners' is not one of tokens, "
+                                         r"tokens\+mean, mean; save the model again"):
+        StairEncoder.load(path, device="cpu")
+    with pytest.raises(InputError, match=r"image_positions must be one of tokens, tokens\+mean, mean, not 'max'"):
+        StairEncoder.create(image_model="stair-tiny-vit", text_model="splade-tiny", image_positions="max")
+    with pytest.raises(InputError, match=r"head_init='mlm' copies the text model's head, whose width is 128; "
+                                         r"leave head_hidden unset"):
+        StairEncoder.create(image_model="stair-tiny-vit", text_model="splade-tiny", head_init="mlm", head_hidden=16)
