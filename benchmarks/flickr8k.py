@@ -65,10 +65,12 @@ def train_stair(train, args, workdir: Path):
 
     head_vocab = caption_vocabulary(args.text_model, train.captions) if args.head_vocab == "captions" else None
     enc = StairEncoder.create(image_model=args.tower, text_model=args.text_model, max_length=64,
-                              head_vocab=head_vocab, global_token=not args.no_global_token, device="cpu",
+                              head_vocab=head_vocab, image_positions=args.image_positions,
+                              head_hidden=args.head_hidden, head_dropout=args.head_dropout, device="cpu",
                               dtype="float32")
     pairs = train.pairs()
     base = TrainConfig(stage=1, steps=args.steps1, batch_size=args.batch_size, learning_rate=args.lr1,
+                       weight_decay=args.weight_decay, grad_clip=args.grad_clip, lr_schedule=args.lr_schedule,
                        temperature=args.temperature, lambda_d=args.lambda_d, lambda_q=0.0,
                        lambda_warmup_steps=args.steps1 // 3, freeze_tower=True, feature_cache=args.cache,
                        output_dir=str(workdir / "stair-stage1"), log_every=20, seed=args.seed, progress=True,
@@ -263,14 +265,21 @@ def main(argv=None) -> int:
     ap.add_argument("--steps2", type=int, default=None, help="STAIR stage 2 steps (0: skip)")
     ap.add_argument("--dense-steps", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr1", type=float, default=1e-3)
+    ap.add_argument("--lr1", type=float, default=3e-4)
     ap.add_argument("--lr2", type=float, default=5e-5)
+    ap.add_argument("--weight-decay", type=float, default=0.3, help="STAIR training's AdamW weight decay")
+    ap.add_argument("--grad-clip", type=float, default=0.0, help="STAIR training's gradient-norm clip (0: none)")
+    ap.add_argument("--lr-schedule", choices=["constant", "linear"], default="constant")
+    ap.add_argument("--head-dropout", type=float, default=0.5, help="dropout on the tower features STAIR's head reads")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--lambda-d", type=float, default=1e-3, help="FLOPs weight on image vectors")
     ap.add_argument("--lambda-q", type=float, default=1e-3, help="FLOPs weight on caption vectors (stage 2)")
     ap.add_argument("--head-vocab", choices=["captions", "all"], default="captions")
-    ap.add_argument("--no-global-token", action="store_true",
-                    help="STAIR head over the 7x7 cells only, without their average as an extra position")
+    ap.add_argument("--image-positions", choices=["tokens", "tokens+mean", "mean"], default="mean",
+                    help="what STAIR's head reads: the 7x7 cells (max over them), the cells and their average, "
+                         "or the average alone")
+    ap.add_argument("--head-hidden", type=int, default=None,
+                    help="width of STAIR's head (default: the text model's hidden size)")
     ap.add_argument("--hard-negatives", type=int, default=0,
                     help="mine N wrong images per caption after stage 1 (Lucene index of the model) for stage 2")
     ap.add_argument("--k0", type=int, default=100, help="STAIR candidates reranked in the hybrid")
@@ -293,7 +302,7 @@ def main(argv=None) -> int:
     if args.reuse and not (args.workdir and (args.skip_stair or (Path(args.workdir) / "stair-model").is_dir())):
         ap.error("--reuse needs --workdir of an earlier run (with stair-model/)")
     if args.steps1 is None:
-        args.steps1 = 40 if args.quick else 400
+        args.steps1 = 40 if args.quick else 800
     if args.steps2 is None:
         args.steps2 = 20 if args.quick else 150
     if args.dense_steps is None:
