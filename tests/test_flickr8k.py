@@ -277,7 +277,7 @@ def test_user_path_train_encode_index_search_eval(tmp_path, flickr8k):
     (tmp_path / "stair.toml").write_text(
         'data = "caps.jsonl"\nimage_model = "efficientnet-lite0"\nhead_vocab = "captions"\nfreeze_tower = true\n'
         'feature_cache = "cache"\noutput_dir = "run"\nsteps = 4\nbatch_size = 8\nlearning_rate = 1e-3\n'
-        'lambda_d = 1e-3\nprogress = false\n')
+        'lambda_d = 1e-3\nprogress = false\nimage_positions = "mean"\nhead_dropout = 0.5\n')
 
     def run(*a):
         r = subprocess.run([sys.executable, "-m", "lsr.cli", *map(str, a)], capture_output=True, text=True,
@@ -288,6 +288,8 @@ def test_user_path_train_encode_index_search_eval(tmp_path, flickr8k):
     run("captions", "--input", "caps.jsonl", "--output", "beir")
     r = run("train", "--config", "stair.toml")
     assert "training stage 1 on 40 pairs" in r.stdout and (tmp_path / "run" / "final" / "lsr-stair.json").is_file()
+    saved = json.loads((tmp_path / "run" / "final" / "lsr-stair.json").read_text())
+    assert (saved["image_positions"], saved["head_dropout"]) == ("mean", 0.5)  # the config's head settings apply
     run("encode", "--model", "run/final", "--input", "beir/corpus.jsonl", "--output", "vec")
     run("index", "--input", "vec", "--index", "idx")
     run("search", "--index", "idx", "--model", "run/final", "--queries", "beir/queries.jsonl", "--output", "run.trec",

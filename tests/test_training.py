@@ -314,3 +314,13 @@ def test_hard_negatives_in_the_contrastive_loss():
     assert len(inputs) == 2 and inputs[0].text == "d1" and inputs[1].text in ("d9", "d8")
     assert mask.tolist() == [[False, False], [True, False], [False, False]]
     assert negatives_for_batch(batch, {}, 0, 0) is None
+
+
+def test_config_refuses_bad_head_settings():
+    from lsr.training import TrainConfig
+
+    assert TrainConfig(image_positions="mean", head_dropout=0.5).image_positions == "mean"
+    with pytest.raises(InputError, match=r"image_positions must be 'tokens', 'tokens\+mean' or 'mean', not 'max'"):
+        TrainConfig(image_positions="max")
+    with pytest.raises(InputError, match=r"head_dropout must lie in \[0, 1\), got 1.0"):
+        TrainConfig(head_dropout=1.0)

@@ -81,4 +81,6 @@ def build_encoder(config, pairs=None):
                                                             for x in (p.query, p.document) if x.has_text])
     return StairEncoder.create(image_model=config.image_model, pretrained=config.pretrained,
                                text_model=config.text_model, device="cpu", dtype="float32",
-                               max_length=config.max_length, head_vocab=head_vocab)
+                               max_length=config.max_length, head_vocab=head_vocab,
+                               image_positions=config.image_positions, head_hidden=config.head_hidden,
+                               head_dropout=config.head_dropout)

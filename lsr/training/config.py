@@ -33,6 +33,9 @@ class TrainConfig:
     text_model: str = "splade-tiny"
     max_length: int = 64  # word pieces per text
     head_vocab: str = "all"  # image head over "all" word pieces, or only those in the training "captions"
+    image_positions: str | None = None  # what the head reads: "tokens", "tokens+mean" or "mean" (None: the tower's default)
+    head_hidden: int | None = None  # width of the head (None: the text model's hidden size)
+    head_dropout: float = 0.0  # dropout on the tower features while the head trains
     freeze_tower: bool = False  # keep the image tower fixed (LiT); its features are computed once and cached
     feature_cache: str | None = None  # directory of cached tower features (default ~/.cache/lsr/features)
     # optimisation
@@ -77,6 +80,10 @@ class TrainConfig:
                 raise InputError(f"{name} must be non-negative, got {getattr(self, name)!r}")
         if self.head_vocab not in ("all", "captions"):
             raise InputError(f"head_vocab must be 'all' or 'captions', not {self.head_vocab!r}")
+        if self.image_positions not in (None, "tokens", "tokens+mean", "mean"):
+            raise InputError(f"image_positions must be 'tokens', 'tokens+mean' or 'mean', not {self.image_positions!r}")
+        if not 0.0 <= float(self.head_dropout) < 1.0:
+            raise InputError(f"head_dropout must lie in [0, 1), got {self.head_dropout!r}")
         if self.lr_schedule not in ("linear", "constant"):
             raise InputError(f"lr_schedule must be 'linear' or 'constant', not {self.lr_schedule!r}")
 
