@@ -3,8 +3,8 @@
 Trains, on the official train split (6,000 images x 5 captions), with the
 ImageNet EfficientNet-Lite0 tower frozen and its features cached once:
 
-* ``stair``: the STAIR sparse encoder (token head over the tower's 7x7 feature
-  map, max over positions; SPLADE-tiny text side): stage 1 trains the head
+* ``stair``: the STAIR sparse encoder (token head over the average of the
+  tower's 7x7 feature map, see ``--image-positions``; SPLADE-tiny text side): stage 1 trains the head
   against caption vectors masked to their own word pieces, stage 2 trains the
   text side against the frozen image vectors;
 * ``dense``: :class:`encoders.image_text.TowerEmbedder` (pooled tower features
