@@ -398,6 +398,7 @@ class _DirectSearch:
         else:
             raise ValueError(f"unexpected ScoreDoc JSON {probe!r}")
         self._docids: list[str] | None = None
+        self._ranks: np.ndarray | None = None
         self._lazy: dict[int, str] = {}
         self._utils = A("io.anserini.index.IndexReaderUtils")
 
@@ -438,14 +439,17 @@ class _DirectSearch:
         while len(scores) == n and n < self.max_doc and scores[-1] == scores[k - 1]:
             n = min(self.max_doc, 2 * n)
             scores, docs = self._top(query, n)
-        docids = self._ids(docs.tolist())
         if len(scores) > 1 and bool((scores[1:] == scores[:-1]).any()):
-            # ties by id (Anserini's second sort key): sort by id, then stably by score descending
+            # ties by id (Anserini's second sort key)
+            ranks = self._id_ranks()
+            if ranks is not None:
+                order = np.lexsort((ranks[docs], -scores))[:k]
+                return self._ids(docs[order].tolist()), scores[order]
+            docids = self._ids(docs.tolist())
             by_id = sorted(range(len(docids)), key=docids.__getitem__)
-            order = [by_id[i] for i in np.argsort(-scores[by_id], kind="stable")]
-            docids = [docids[i] for i in order]
-            scores = scores[order]
-        return docids[:k], scores[:k]
+            order = [by_id[i] for i in np.argsort(-scores[by_id], kind="stable")][:k]
+            return [docids[i] for i in order], scores[order]
+        return self._ids(docs[:k].tolist()), scores[:k]
 
     # ------------------------------------------------------------ docids
     def _ids(self, docs: list[int]) -> list[str]:
@@ -462,6 +466,17 @@ class _DirectSearch:
                 docid = lazy[d] = str(self._utils.convertLuceneDocidToDocid(self.reader, int(d)))
             out.append(docid)
         return out
+
+    def _id_ranks(self) -> np.ndarray | None:
+        """Each Lucene doc's place in the order of ids (``None`` for an index too large for the id table)."""
+        if self._ranks is None and self.max_doc <= _DOCID_TABLE_MAX_DOCS:
+            if self._docids is None:
+                self._docids = self._read_docid_table()
+            table = self._docids
+            ranks = np.empty(len(table), np.int64)
+            ranks[sorted(range(len(table)), key=table.__getitem__)] = np.arange(len(table))
+            self._ranks = ranks
+        return self._ranks
 
     def _read_docid_table(self) -> list[str]:
         """Every Lucene doc's id, from one search over all documents sorted by the ``id`` doc values."""
