@@ -26,6 +26,7 @@ document id arrives intact.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import os
@@ -53,6 +54,9 @@ Query = Union[Mapping[str, int], SparseBatch]
 #: From this many hits per query on, a batch runs on the direct path even with several threads.
 _DIRECT_BATCH_MIN_K = 100
 _FIELD_BY_FIELD_MAX_K = 200
+
+#: ``Hit`` from a 4-tuple without ``Hit._make``'s Python-level length check (a thousand hits per query)
+_new_hit = functools.partial(tuple.__new__, Hit)
 
 
 class ImpactSearcher(SparseRetriever):
@@ -149,7 +153,7 @@ class ImpactSearcher(SparseRetriever):
         integers = whole.astype(np.int64).tolist()
         q = self.meta.quantization
         scores = (whole / (q.scale * q.scale)).tolist() if q is not None else np.asarray(raw, np.float64).tolist()
-        return list(map(Hit._make, zip(docids, scores, range(1, len(docids) + 1), integers)))
+        return list(map(_new_hit, zip(docids, scores, range(1, len(docids) + 1), integers)))
 
     def _all_hits(self, out, qids: Sequence[str]) -> dict[str, list[Hit]]:
         """Hits of every query from ``batch_search``'s ``Map<String, ScoredDoc[]>``."""
