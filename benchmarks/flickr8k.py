@@ -66,7 +66,7 @@ def train_stair(train, args, workdir: Path):
     head_vocab = caption_vocabulary(args.text_model, train.captions) if args.head_vocab == "captions" else None
     enc = StairEncoder.create(image_model=args.tower, text_model=args.text_model, max_length=64,
                               head_vocab=head_vocab, image_positions=args.image_positions,
-                              head_hidden=args.head_hidden, head_dropout=args.head_dropout, device="cpu",
+                              head_hidden=args.head_hidden or None, head_dropout=args.head_dropout, device="cpu",
                               dtype="float32")
     pairs = train.pairs()
     base = TrainConfig(stage=1, steps=args.steps1, batch_size=args.batch_size, learning_rate=args.lr1,
@@ -264,13 +264,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps1", type=int, default=None, help="STAIR stage 1 steps")
     ap.add_argument("--steps2", type=int, default=None, help="STAIR stage 2 steps (0: skip)")
     ap.add_argument("--dense-steps", type=int, default=None)
-    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=256, help="STAIR training's batch (both stages)")
     ap.add_argument("--lr1", type=float, default=3e-4)
     ap.add_argument("--lr2", type=float, default=5e-5)
     ap.add_argument("--weight-decay", type=float, default=0.3, help="STAIR training's AdamW weight decay")
     ap.add_argument("--grad-clip", type=float, default=0.0, help="STAIR training's gradient-norm clip (0: none)")
     ap.add_argument("--lr-schedule", choices=["constant", "linear"], default="constant")
-    ap.add_argument("--head-dropout", type=float, default=0.5, help="dropout on the tower features STAIR's head reads")
+    ap.add_argument("--head-dropout", type=float, default=0.8, help="dropout on the tower features STAIR's head reads")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--lambda-d", type=float, default=1e-3, help="FLOPs weight on image vectors")
     ap.add_argument("--lambda-q", type=float, default=1e-3, help="FLOPs weight on caption vectors (stage 2)")
@@ -278,8 +278,8 @@ def main(argv=None) -> int:
     ap.add_argument("--image-positions", choices=["tokens", "tokens+mean", "mean"], default="mean",
                     help="what STAIR's head reads: the 7x7 cells (max over them), the cells and their average, "
                          "or the average alone")
-    ap.add_argument("--head-hidden", type=int, default=None,
-                    help="width of STAIR's head (default: the text model's hidden size)")
+    ap.add_argument("--head-hidden", type=int, default=256,
+                    help="width of STAIR's head (0: the text model's hidden size)")
     ap.add_argument("--hard-negatives", type=int, default=0,
                     help="mine N wrong images per caption after stage 1 (Lucene index of the model) for stage 2")
     ap.add_argument("--k0", type=int, default=100, help="STAIR candidates reranked in the hybrid")

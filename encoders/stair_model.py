@@ -74,8 +74,9 @@ def _plain(obj):
 class TokenHead(nn.Module):
     """Dense -> GELU -> LayerNorm -> projection to the vocabulary (the shape of BERT's MLM head).
 
-    ``dropout`` drops tower features before the dense layer while the head trains (a head trained on a
-    frozen tower's features of a few thousand images overfits without it).
+    ``dropout`` drops the tower's token features while the head trains, each token before any average
+    (:meth:`StairModel.head_positions`): a head trained on a frozen tower's features of a few thousand
+    images overfits without it.
     """
 
     def __init__(self, in_dim: int, hidden: int, vocab_size: int, eps: float = 1e-12,
@@ -96,7 +97,7 @@ class TokenHead(nn.Module):
         self.decoder = nn.Linear(hidden, vocab_size if out_ids is None else len(self.out_ids))
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.act(self.dense(self.dropout(x))))
+        return self.norm(self.act(self.dense(x)))
 
     def expand(self, x: torch.Tensor) -> torch.Tensor:
         """Logits over the head's own word pieces ``[..., n]`` to the whole vocabulary ``[..., vocab]``.
@@ -180,6 +181,7 @@ class StairModel(nn.Module):
         generalises better when a frozen tower's head is trained on a few
         thousand images (see the Flickr8k ablation in the README).
         """
+        tokens = self.head.dropout(tokens)  # active while the head trains, on each token before any average
         if self.image_positions == "tokens":
             return tokens
         mean = tokens.mean(dim=1, keepdim=True)
