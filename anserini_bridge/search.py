@@ -444,22 +444,16 @@ class _DirectSearch:
             n = min(self.max_doc, 2 * n)
             scores, docs = self._top(query, n)
         if len(scores) > 1 and bool((scores[1:] == scores[:-1]).any()):
-            # ties by id (Anserini's second sort key)
+            # ties by id (Anserini's second sort key): score descending, then the id's place in id order
             ranks = self._id_ranks()
-            if ranks is not None:
-                order = np.lexsort((ranks[docs], -scores))[:k]
-                return self._ids(docs[order].tolist()), scores[order]
-            docids = self._ids(docs.tolist())
-            by_id = sorted(range(len(docids)), key=docids.__getitem__)
-            order = [by_id[i] for i in np.argsort(-scores[by_id], kind="stable")][:k]
-            return [docids[i] for i in order], scores[order]
+            id_order = ranks[docs] if ranks is not None else np.unique(self._ids(docs.tolist()), return_inverse=True)[1]
+            order = np.lexsort((id_order, -scores))[:k]
+            docs, scores = docs[order], scores[order]
         return self._ids(docs[:k].tolist()), scores[:k]
 
     # ------------------------------------------------------------ docids
     def _ids(self, docs: list[int]) -> list[str]:
-        table = self._docids
-        if table is None and self.max_doc <= _DOCID_TABLE_MAX_DOCS:
-            table = self._docids = self._read_docid_table()
+        table = self._table()
         if table is not None:
             return [table[d] for d in docs]
         lazy = self._lazy
@@ -471,12 +465,16 @@ class _DirectSearch:
             out.append(docid)
         return out
 
+    def _table(self) -> list[str] | None:
+        """Every Lucene doc's id, read once (``None`` for an index too large for the table)."""
+        if self._docids is None and self.max_doc <= _DOCID_TABLE_MAX_DOCS:
+            self._docids = self._read_docid_table()
+        return self._docids
+
     def _id_ranks(self) -> np.ndarray | None:
         """Each Lucene doc's place in the order of ids (``None`` for an index too large for the id table)."""
-        if self._ranks is None and self.max_doc <= _DOCID_TABLE_MAX_DOCS:
-            if self._docids is None:
-                self._docids = self._read_docid_table()
-            table = self._docids
+        table = self._table()
+        if self._ranks is None and table is not None:
             ranks = np.empty(len(table), np.int64)
             ranks[sorted(range(len(table)), key=table.__getitem__)] = np.arange(len(table))
             self._ranks = ranks

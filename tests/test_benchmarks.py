@@ -244,9 +244,15 @@ def test_direct_search_equals_json_bridged_search(unicode_index):
         assert h.impact_score == sum(int(row[col[t]]) * w for t, w in ints[0].items())
 
 
-def test_direct_search_keeps_anserinis_order_of_tied_scores(unicode_index):
+@pytest.mark.parametrize("id_table", [True, False], ids=["id-table", "ids-per-hit"])
+def test_direct_search_keeps_anserinis_order_of_tied_scores(unicode_index, id_table, monkeypatch):
     """Lucene's plain top-k breaks ties by internal doc; Anserini sorts them by id. Small integer weights tie
-    often, also across the k-th hit, where the direct path has to ask Lucene for more."""
+    often, also across the k-th hit, where the direct path has to ask Lucene for more. Both ways of reading
+    ids (a table read once, or per hit for indexes too large for it) give Anserini's order."""
+    import anserini_bridge.search as search_mod
+
+    if not id_table:
+        monkeypatch.setattr(search_mod, "_DOCID_TABLE_MAX_DOCS", 0)
     root, vocab, docs = unicode_index
     queries = random_vectors(40, 3, vocab, max_weight=2, seed=9, prefix="q")
     ints = [{t: int(v) for t, v in queries.to_dict(i).items()} for i in range(40)]
