@@ -50,7 +50,7 @@ from lsr.vocab import Vocabulary
 from .base import EncodeAll, EncodeStats, check_batching, default_batch_size, load_masked_lm, pick_device, pick_dtype
 from .encode_run import _BatchTokenizer, _EncodeRun, _pad_rows, default_tokenizer_threads
 from .graphs import GraphedFunction
-from .pooled_decoder import PooledDecoder
+from .pooled_decoder import PooledDecoder, fast_bfloat16
 
 # With CUDA graphs, batches are padded to a multiple of this many word pieces (one graph per padded length).
 _GRAPH_PAD_MULTIPLE = 16
@@ -90,6 +90,7 @@ class SpladeEncoder(EncodeAll):
         pad_multiple: int | None = None,
         query_threads: int | None = 1,
         tokenizer_threads: int | None = None,
+        query_projection: str = "auto",
     ):
         """Load ``model`` (alias, ``hf:`` id or path), or wrap ``hf_model`` + ``tokenizer`` objects.
 
@@ -108,6 +109,14 @@ class SpladeEncoder(EncodeAll):
         pieces is too small to split: with two threads the work barely
         shrinks, and on a busy machine the threads wait for each other at
         every operation (ten times slower measured on a loaded 2-core host).
+
+        ``query_projection``: how :meth:`encode_query` projects a query onto
+        the vocabulary on the CPU. ``"full"``: every word piece in float32.
+        ``"bounded"``: first in bfloat16, which bounds every word piece's
+        logit, then in float32 only the word pieces the bound leaves possibly
+        active (see :meth:`~encoders.pooled_decoder.PooledDecoder.bounded_max`);
+        the weights are the full projection's. ``"auto"`` (default): bounded
+        where the CPU multiplies bfloat16 in hardware, else full.
 
         ``tokenizer_threads``: threads that tokenize ahead of the model and put
         finished windows back into input order in :meth:`iter_encode` (default:
@@ -152,6 +161,10 @@ class SpladeEncoder(EncodeAll):
         if query_threads is not None and query_threads < 1:
             raise InputError(f"query_threads must be positive, got {query_threads}")
         self.query_threads = query_threads
+        if query_projection not in ("auto", "bounded", "full"):
+            raise InputError(f"query_projection must be 'auto', 'bounded' or 'full', got {query_projection!r}")
+        self.query_projection = query_projection
+        self._bounded_queries = query_projection == "bounded" or (query_projection == "auto" and fast_bfloat16())
         if tokenizer_threads is not None and tokenizer_threads < 0:
             raise InputError(f"tokenizer_threads must be 0 or more, got {tokenizer_threads}")
         self.tokenizer_threads = default_tokenizer_threads() if tokenizer_threads is None else tokenizer_threads
@@ -202,13 +215,15 @@ class SpladeEncoder(EncodeAll):
 
         The text is tokenized by the fast tokenizer (no padding, no attention
         mask to build), the model runs once on its word pieces and the pooling
-        projects each of them onto the vocabulary into a buffer that is kept
-        between calls, so a stream of single queries costs the model's forward
-        pass and little more. Every position is projected (SPLADE's max over
-        positions needs all of them): the computation is the model's own, and
-        the weights equal :meth:`encode_queries`' for the same text up to
-        float32 rounding, since a padded batch's matrix products sum in another
-        order (see "What is exact" in the README).
+        takes the max over positions of their projection onto the vocabulary,
+        so a stream of single queries costs the model's forward pass or less.
+        Every position counts (SPLADE's max needs all of them). With the
+        bounded projection (``query_projection``) a first pass in bfloat16
+        rules out the word pieces that cannot be active and only the rest are
+        projected in float32; the weights are the full projection's. They
+        equal :meth:`encode_queries`' for the same text up to float32
+        rounding, since a padded batch's matrix products sum in another order
+        (see "What is exact" in the README).
         """
         if not isinstance(text, str):
             if not isinstance(text, Input):
@@ -231,7 +246,7 @@ class SpladeEncoder(EncodeAll):
         x = torch.tensor(token_ids, dtype=torch.long).view(1, -1).to(self.device)
         with intra_op_threads(self.query_threads if self.device.type == "cpu" else None):
             # one unpadded row: no attention mask, and the pooling needs none
-            with self._pooled_decoder.installed(None):
+            with self._pooled_decoder.installed(None, bounded=self._bounded_queries):
                 pooled = self.model(input_ids=x).logits[0, 0]
             weights = saturate(pooled, self._excluded)
             cols = torch.nonzero(weights).view(-1)

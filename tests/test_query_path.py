@@ -63,6 +63,56 @@ def test_encode_query_restores_torch_threads(tiny_bert):
     assert torch.get_num_threads() == before
 
 
+def test_bounded_projection_gives_the_full_projections_weights(tiny_bert, splade_tiny, cranfield):
+    """The bfloat16 bound only rules word pieces out; the weights are the float32 projection's, bit for bit."""
+    model, tok = tiny_bert
+    texts = ["supersonic wing drag", "naïve 東京 boundary layer 😀", "lift " * 80, "x"]
+    pairs = [(SpladeEncoder("tiny-random-bert", hf_model=model, tokenizer=tok, device="cpu", query_projection=mode)
+              for mode in ("full", "bounded"))]
+    queries = [q.text for q in read_queries(cranfield / "queries.jsonl")]
+    pairs.append((SpladeEncoder("splade-tiny", hf_model=splade_tiny.model, tokenizer=splade_tiny.tokenizer,
+                                device="cpu", query_projection="full"),
+                  SpladeEncoder("splade-tiny", hf_model=splade_tiny.model, tokenizer=splade_tiny.tokenizer,
+                                device="cpu", query_projection="bounded")))
+    for (full, bounded), inputs in zip(pairs, (texts, queries)):
+        assert bounded._bounded_queries and not full._bounded_queries
+        for t in inputs:
+            a, b = full.encode_query(t), bounded.encode_query(t)
+            assert a.nnz_total > 0
+            np.testing.assert_array_equal(a.indices, b.indices)
+            np.testing.assert_array_equal(a.values, b.values)
+    with pytest.raises(InputError, match="query_projection"):
+        SpladeEncoder("tiny-random-bert", hf_model=model, tokenizer=tok, device="cpu", query_projection="bf16")
+
+
+def test_bounded_max_never_misses_a_positive_logit():
+    """Logits placed within a hair of zero on both sides (bias = minus the true max, nudged): every positive max
+    is found with its float32 value, and nothing the bound ruled out was positive. After an in-place update of
+    the weights (training) the bfloat16 copy follows."""
+    import torch
+
+    from encoders.pooled_decoder import PooledDecoder
+
+    torch.manual_seed(0)
+    holder = torch.nn.Module()
+    holder.decoder = torch.nn.Linear(48, 6000)
+    holder.get_output_embeddings = lambda: holder.decoder
+    pooled = PooledDecoder(holder)
+    with torch.inference_mode():
+        for scale, nudge in ((1.0, 1e-3), (30.0, 1e-2), (0.01, 1e-7)):
+            holder.decoder.weight.normal_(0, scale)
+            hidden = torch.randn(9, 48) * 40
+            true_max = (hidden @ holder.decoder.weight.t()).amax(dim=0)
+            holder.decoder.bias.copy_(-true_max + (torch.rand(6000) * 2 - 1) * nudge * true_max.abs())
+            full = torch.addmm(holder.decoder.bias, hidden, holder.decoder.weight.t()).amax(dim=0)
+            got = pooled.bounded_max(hidden)
+            positive = full > 0
+            assert 1000 < int(positive.sum()) < 5000
+            assert torch.equal(got[positive], full[positive])
+            assert bool((got[~positive] <= 0).all())
+        assert pooled.bounded_max(torch.full((2, 48), float("nan"))) is None
+
+
 # ------------------------------------------------------------- search
 def test_direct_search_and_anserinis_search_agree(small, splade_tiny):
     qvecs = splade_tiny.encode_queries([q.text for q in small.queries], ids=[q.id for q in small.queries])
