@@ -36,6 +36,19 @@ def test_demo_prints_ranked_hits_with_matching_tokens(tmp_path):
     assert "aero" not in text.split("query q3")[1].split("query q4")[0].splitlines()[1]
 
 
+def test_a_closed_output_pipe_ends_the_command_quietly(tmp_path):
+    """`lsr ... | head`: the reader goes away before the command writes; no traceback, the status of SIGPIPE."""
+    (tmp_path / "run.trec").write_text("1 Q0 a 1 2.0 x\n1 Q0 b 2 1.0 x\n")
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n1\tb\t1\n")
+    proc = subprocess.Popen([sys.executable, "-m", "lsr.cli", "eval", "--run", str(tmp_path / "run.trec"),
+                             "--qrels", str(tmp_path / "qrels.tsv")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the child has started Python, so its first write meets a closed pipe
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
 def test_eval_json_output(tmp_path):
     (tmp_path / "run.trec").write_text("1 Q0 a 1 2.0 x\n1 Q0 b 2 1.0 x\n")
     (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n1\tb\t1\n")

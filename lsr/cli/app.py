@@ -8,6 +8,7 @@ command module with ``register(subparsers) -> {command_name: handler}``;
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -67,6 +68,19 @@ def _command_modules():
 
 
 def main(argv=None) -> int:
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        # whoever read standard output went away (`lsr search ... | head`): stop quietly, as Unix tools do,
+        # and keep Python from reporting the pipe again when it flushes standard output at exit
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141  # 128 + SIGPIPE, the status of a Unix tool stopped by a closed pipe
+
+
+def _run(argv) -> int:
     from ..errors import use_command_line_wording
 
     args = build_parser().parse_args(argv)
