@@ -253,6 +253,16 @@ def test_lsr_train_from_config_files(tmp_path, capsys):
     assert (final / "model.safetensors").is_file() and (tmp_path / "run1" / "checkpoint-0000002").is_dir()
     assert StairEncoder.load(str(final), device="cpu").text_expansion is False
 
+    # the same config trains the same model, whatever the random state before (the new head starts from the seed)
+    import torch
+    from safetensors.torch import load_file
+
+    torch.rand(7)
+    assert main(["train", "--config", str(tmp_path / "train.json"), "--output-dir", str(tmp_path / "again")]) == 0
+    capsys.readouterr()
+    first, again = load_file(final / "model.safetensors"), load_file(tmp_path / "again" / "final" / "model.safetensors")
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+
     # TOML, a [train] table, and command-line overrides: continue with stage 2 from the stage-1 model
     (tmp_path / "train.toml").write_text(
         '[train]\ndata = "data"\nimage_model = "stair-tiny-vit"\noutput_dir = "run2"\nsteps = 2\n'

@@ -79,6 +79,9 @@ def build_encoder(config, pairs=None):
             raise InputError("head_vocab = 'captions' needs the training pairs")
         head_vocab = caption_vocabulary(config.text_model, [x.text_with_instruction() for p in pairs
                                                             for x in (p.query, p.document) if x.has_text])
+    import torch
+
+    torch.manual_seed(config.seed)  # a new model's random parts start from the config's seed: same config, same run
     return StairEncoder.create(image_model=config.image_model, pretrained=config.pretrained,
                                text_model=config.text_model, device="cpu", dtype="float32",
                                max_length=config.max_length, head_vocab=head_vocab,
