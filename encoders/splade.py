@@ -18,7 +18,10 @@ Encoding is a pipeline that keeps the model busy:
   which waits for the device at every batch;
 * the masked language model's output projection is replaced during inference
   by :class:`PooledDecoder`, which keeps a running masked max over positions
-  instead of materialising ``[batch, positions, vocab]`` logits;
+  instead of materialising ``[batch, positions, vocab]`` logits; for one
+  query (:meth:`SpladeEncoder.encode_query`) it can bound every logit with a
+  bfloat16 pass first and project only the possibly active word pieces in
+  float32 (``query_projection``), with the same result;
 * ``log1p(relu(.))`` is applied to the pooled ``[batch, vocab]`` tensor
   (identical to saturating first, since the function is monotone), and the
   result is sparsified to CSR on the device with one host copy per batch; on
