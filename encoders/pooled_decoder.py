@@ -47,15 +47,16 @@ class PooledDecoder(torch.nn.Module):
         weight = self.decoder.weight
         vocab = weight.shape[0]
         valid = self.mask.bool() if self.mask is not None else None  # None: no padding
-        if (self.bounded and valid is None and b == 1 and isinstance(self.decoder, torch.nn.Linear)
-                and not hidden.is_cuda and not torch.is_grad_enabled() and weight.dtype == torch.float32):
+        # a plain linear layer in inference on the CPU: projected here (into the buffer, or bounded) by hand
+        cpu_linear = isinstance(self.decoder, torch.nn.Linear) and not hidden.is_cuda and not torch.is_grad_enabled()
+        if cpu_linear and self.bounded and valid is None and b == 1 and weight.dtype == torch.float32:
             out = self.bounded_max(hidden[0])
             if out is not None:
                 return out.view(1, 1, vocab)
         if valid is not None:
             hidden = fill_padding(hidden, valid)
         block = min(t, block_positions(self.budget, b, vocab))
-        if isinstance(self.decoder, torch.nn.Linear) and not hidden.is_cuda and not torch.is_grad_enabled():
+        if cpu_linear:
             def project(part):
                 c = part.shape[1]
                 return self._cpu_linear(part.reshape(b * c, h), weight, self.decoder.bias).view(b, c, vocab)
