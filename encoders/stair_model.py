@@ -11,12 +11,11 @@ from torch import nn
 
 from lsr.errors import InputError
 from lsr.pooling import fill_padding, max_projection
+from lsr.training.config import IMAGE_POSITIONS  # noqa: F401 - what head_positions accepts, one list for both
 
 from .open_clip_models import create_open_clip, open_clip_module, register_image_config
 from .towers import TimmTower, build_timm_tower, is_timm_tower
 
-#: What the token head reads from the tower: see :meth:`StairModel.head_positions`.
-IMAGE_POSITIONS = ("tokens", "tokens+mean", "mean")
 
 #: Small open_clip configurations for tests and synthetic experiments (random init only).
 TINY_IMAGE_CONFIGS: dict[str, dict] = {

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from ..errors import InputError
 
+#: What a STAIR token head reads from the image tower (see ``encoders.stair_model.StairModel.head_positions``).
+IMAGE_POSITIONS = ("tokens", "tokens+mean", "mean")
+
 #: stage -> (parameter groups trained, text vectors masked to their own tokens)
 STAGES: dict[int, tuple[tuple[str, ...], bool]] = {1: (("image",), True), 2: (("text",), False),
                                                    3: (("image", "text"), False)}
@@ -80,8 +83,9 @@ class TrainConfig:
                 raise InputError(f"{name} must be non-negative, got {getattr(self, name)!r}")
         if self.head_vocab not in ("all", "captions"):
             raise InputError(f"head_vocab must be 'all' or 'captions', not {self.head_vocab!r}")
-        if self.image_positions not in (None, "tokens", "tokens+mean", "mean"):
-            raise InputError(f"image_positions must be 'tokens', 'tokens+mean' or 'mean', not {self.image_positions!r}")
+        if self.image_positions is not None and self.image_positions not in IMAGE_POSITIONS:
+            choices = ", ".join(map(repr, IMAGE_POSITIONS[:-1])) + f" or {IMAGE_POSITIONS[-1]!r}"
+            raise InputError(f"image_positions must be {choices}, not {self.image_positions!r}")
         if not 0.0 <= float(self.head_dropout) < 1.0:
             raise InputError(f"head_dropout must lie in [0, 1), got {self.head_dropout!r}")
         if self.lr_schedule not in ("linear", "constant"):
